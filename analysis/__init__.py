@@ -1,0 +1,1 @@
+"""Scaling-law analysis of recorded sweeps (or any table): fit, extrapolate, link loss to scores, report."""

@@ -1,0 +1,77 @@
+"""Backtest: fit without the largest scale, predict it, and report the error (absolute and relative).
+
+This is the honest check of an extrapolation: the same law and procedure, one scale shorter, judged on
+a scale it has not seen. Intervals come from the same bootstrap, so the report can say whether the
+observed value fell inside the predicted 95% interval.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from analysis import bootstrap
+from analysis.curves import INDEPENDENT, JOINT, Curves, fit_curves
+from analysis.fitting import FitData
+from analysis.laws import Law
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    kind: str  # INDEPENDENT or JOINT
+    group: str
+    X: np.ndarray  # (d,) inputs of the held-out point
+    observed: float
+    predicted: float
+    lower: float  # NaN when the fit had no degrees of freedom to bootstrap
+    upper: float
+
+    @property
+    def error(self) -> float:
+        return self.predicted - self.observed
+
+    @property
+    def relative_error(self) -> float:
+        return self.error / self.observed
+
+
+@dataclass(frozen=True)
+class Backtest:
+    held_out_level: str
+    curves: Curves  # the fits without the held-out scale
+    points: list[HeldOut]
+
+    def mean_abs_relative_error(self, kind: str) -> float:
+        errors = [abs(p.relative_error) for p in self.points if p.kind == kind]
+        return float(np.mean(errors)) if errors else float("nan")
+
+    def kinds(self) -> list[str]:
+        return [kind for kind in (INDEPENDENT, JOINT) if any(p.kind == kind for p in self.points)]
+
+
+def run_backtest(
+    law: Law, data: FitData, levels: np.ndarray, level_names: list[str], n_resamples: int,
+    rng: np.random.Generator, step: Callable[[str], None] = lambda _: None,
+) -> Backtest:
+    """Hold out every point at the largest level (scale), fit the rest, predict the held-out points."""
+    largest = int(levels.max())
+    train_mask = levels < largest
+    train = data.subset(train_mask)
+    counts = bootstrap.resample_counts(train.groups, n_resamples, rng)
+    curves = fit_curves(law, train, counts, f"backtest without {level_names[largest]}", step)
+    points = []
+    for row in np.flatnonzero(~train_mask):
+        group = data.group_names[data.groups[row]]
+        if group not in curves.independent:
+            continue
+        for curve in (curves.independent[group], curves.joint):
+            if curve is None:
+                continue
+            x = data.X[row : row + 1]
+            samples = bootstrap.prediction_samples(curve.fit, curve.boot, group, x) if curve.boot else np.empty((0, 1))
+            lower, upper = bootstrap.interval(samples[:, 0])
+            points.append(HeldOut(
+                kind=curve.kind, group=group, X=data.X[row], observed=float(data.y[row]),
+                predicted=float(curve.fit.predict(x, group)[0]), lower=float(lower), upper=float(upper),
+            ))
+    return Backtest(held_out_level=level_names[largest], curves=curves, points=points)

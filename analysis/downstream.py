@@ -1,0 +1,152 @@
+"""From loss to downstream scores, and the paper's findings as numbers.
+
+- Link: one loss -> score law per task and metric, across all methods and scales (the scores of the
+  tuned models as a function of their validation loss).
+- Two-step prediction: scale -> loss (each method's scaling curve), then loss -> score (the link),
+  chained resample by resample: resample b refits both steps on the same resampled cells, so the
+  interval carries the uncertainty of both.
+- Spearman correlation of validation loss with each score (Astraios: loss tracks downstream ability).
+- Kendall tau of the method ranking between consecutive scales ("small-model loss predicts
+  large-model ranking").
+"""
+
+import itertools
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from analysis import bootstrap
+from analysis.curves import Curve
+from analysis.fitting import Fit, FitData, fit, predict
+from analysis.laws import Law
+from sweeper.errors import UserError
+
+# Metric names that mean "lower is better" (error rates, insecure-code rates, losses).
+LOWER_IS_BETTER = ("insecure", "error", "err_", "loss", "perplexity")
+
+
+def lower_is_better(metric: str) -> bool:
+    return any(marker in metric.lower() for marker in LOWER_IS_BETTER)
+
+
+@dataclass(frozen=True)
+class Correlation:
+    statistic: float  # NaN when either side is constant
+    p_value: float
+    n: int
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> Correlation:
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return Correlation(float("nan"), float("nan"), len(a))
+    result = stats.spearmanr(a, b)
+    return Correlation(float(result.statistic), float(result.pvalue), len(a))
+
+
+def kendall(a: np.ndarray, b: np.ndarray) -> Correlation:
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return Correlation(float("nan"), float("nan"), len(a))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.kendalltau(a, b)
+    return Correlation(float(result.statistic), float(result.pvalue), len(a))
+
+
+@dataclass(frozen=True)
+class RankAgreement:
+    lower: str  # scale names
+    upper: str
+    tau: Correlation
+
+
+def ranking_stability(values: np.ndarray, groups: np.ndarray, levels: np.ndarray,
+                      level_names: list[str]) -> list[RankAgreement]:
+    """Kendall tau between the groups' values at each pair of consecutive levels (groups present at both)."""
+    present = sorted(set(levels.tolist()))
+    agreements = []
+    for lower, upper in itertools.pairwise(present):
+        at_lower = {int(g): float(v) for g, v, lvl in zip(groups, values, levels, strict=True) if lvl == lower}
+        at_upper = {int(g): float(v) for g, v, lvl in zip(groups, values, levels, strict=True) if lvl == upper}
+        common = sorted(set(at_lower) & set(at_upper))
+        tau = kendall(np.array([at_lower[g] for g in common]), np.array([at_upper[g] for g in common]))
+        agreements.append(RankAgreement(level_names[lower], level_names[upper], tau))
+    return agreements
+
+
+@dataclass(frozen=True)
+class ScorePrediction:
+    group: str
+    label: str
+    X: np.ndarray  # (d,) the scale inputs
+    loss: float  # predicted loss at X
+    score: float  # predicted score
+    lower: float
+    upper: float
+    resamples: int  # resamples that both steps could use
+
+
+@dataclass(frozen=True)
+class Link:
+    task: str
+    metric: str
+    loss: np.ndarray  # (m,) validation loss of each evaluated cell
+    score: np.ndarray  # (m,)
+    rows: np.ndarray  # (m,) indices of those cells among the fitted points
+    correlation: Correlation
+    fit: Fit | None  # None when it could not be fitted (see note)
+    boot: bootstrap.Bootstrap | None
+    note: str
+    predictions: list[ScorePrediction]
+
+
+def fit_link(law: Law, task: str, metric: str, loss: np.ndarray, score: np.ndarray, rows: np.ndarray,
+             counts: np.ndarray) -> Link:
+    """Fit the loss -> score link on one task's (loss, score) pairs, bootstrapped on `counts` (over all
+    points; the columns of `rows` are used). Data it cannot be fitted to gives a note, not an error:
+    one flat task must not stop the report of the others."""
+    correlation = spearman(loss, score)
+    link_fit, boot, note = None, None, ""
+    if np.ptp(score) == 0:
+        note = f"every score is {score[0]:g}: no link to fit"
+    else:
+        try:
+            link_fit = fit(law, FitData.single(loss, score, "all"), f"link {task}/{metric}")
+            if not link_fit.converged:
+                note, link_fit = f"the {law.name} link did not converge (try another --link)", None
+            elif not link_fit.identifiable:
+                note, link_fit = f"the points cannot pin down the {law.n_params} parameters of the {law.name} link", None
+        except UserError as err:
+            note = str(err)
+    if link_fit is not None and link_fit.dof > 0 and len(counts):
+        boot = bootstrap.run(link_fit, counts[:, rows])
+    return Link(task=task, metric=metric, loss=loss, score=score, rows=rows, correlation=correlation,
+                fit=link_fit, boot=boot, note=note, predictions=[])
+
+
+def chain(link: Link, curve: Curve, group: str, label: str, X: np.ndarray) -> ScorePrediction:
+    """Score at scale X for `group`: the curve's loss at X through the link, resample by resample."""
+    assert link.fit is not None
+    X = np.asarray(X, dtype=float).reshape(1, -1)
+    loss = float(curve.fit.predict(X, group)[0])
+    score = float(link.fit.predict(np.array([[loss]]), "all")[0])
+    lower = upper = float("nan")
+    resamples = 0
+    if curve.boot is not None and link.boot is not None:
+        both = curve.boot.used & link.boot.used
+        loss_rows = np.cumsum(curve.boot.used)[both] - 1  # position of resample b among each step's refits
+        link_rows = np.cumsum(link.boot.used)[both] - 1
+        losses = bootstrap.prediction_samples(curve.fit, curve.boot, group, X)[loss_rows, 0]
+        scores = _paired_predictions(link.fit, link.boot.thetas[link_rows], losses)
+        resamples = len(scores)
+        low, high = bootstrap.interval(scores)
+        lower, upper = float(low), float(high)
+    return ScorePrediction(group=group, label=label, X=X[0], loss=loss, score=score, lower=lower, upper=upper,
+                           resamples=resamples)
+
+
+def _paired_predictions(link_fit: Fit, thetas: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """Link refit b evaluated at loss b, for every b (the diagonal of refits x losses)."""
+    values = predict(link_fit.problem, thetas, 0, losses[:, None])  # (B, B): refit x loss
+    return np.diagonal(values).copy()

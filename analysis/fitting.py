@@ -1,0 +1,175 @@
+"""Fit a law to points: starting values by variable projection, then multi-start refinement.
+
+Variable projection (Golub & Pereyra 1973): for fixed exponents the law is linear in its coefficients,
+so on a grid of exponents the coefficients are solved exactly (non-negative least squares, relative
+residuals for loss laws); the best grid points start the batched Huber fit (`analysis.solver`). The
+fit that is returned is the best of those starts, with its convergence certificate, how many starts
+agree with it, and its degrees of freedom. Parameters are kept at full precision for predictions.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import nnls
+
+from analysis.laws import Law
+from analysis.solver import Problem, identifiable, minimize, objective
+from sweeper.errors import UserError
+
+STARTS = 8  # grid points refined by the full fit
+AGREE_RTOL = 1e-6  # starts whose loss is within this fraction of the best are said to agree
+
+
+@dataclass(frozen=True)
+class FitData:
+    """Points to fit: X (n, d) in the law's input order, y (n,), and each point's group."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray  # (n,) int index into group_names
+    group_names: tuple[str, ...]
+
+    @classmethod
+    def single(cls, X: np.ndarray, y: np.ndarray, name: str = "all") -> "FitData":
+        X = np.asarray(X, dtype=float).reshape(len(y), -1)
+        return cls(X=X, y=np.asarray(y, dtype=float), groups=np.zeros(len(y), dtype=int), group_names=(name,))
+
+    def subset(self, mask: np.ndarray) -> "FitData":
+        """The points where mask is True; groups left without points are dropped."""
+        kept = sorted(set(self.groups[mask].tolist()))
+        renumber = {old: new for new, old in enumerate(kept)}
+        return FitData(
+            X=self.X[mask], y=self.y[mask], groups=np.array([renumber[g] for g in self.groups[mask]], dtype=int),
+            group_names=tuple(self.group_names[g] for g in kept),
+        )
+
+    def problem(self, law: Law) -> Problem:
+        return Problem(law=law, X=self.X, y=self.y, groups=self.groups, n_groups=len(self.group_names))
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A fitted law. `theta` holds the exponents then each group's coefficients (see `Problem`)."""
+
+    law: Law
+    problem: Problem
+    group_names: tuple[str, ...]
+    theta: np.ndarray  # (P,)
+    loss: float  # summed Huber (or squared) loss at theta
+    converged: bool
+    identifiable: bool
+    starts: int
+    agreeing_starts: int
+
+    @property
+    def n_points(self) -> int:
+        return len(self.problem.y)
+
+    @property
+    def n_params(self) -> int:
+        return self.problem.n_params
+
+    @property
+    def dof(self) -> int:
+        """Degrees of freedom left for the noise: points minus fitted parameters."""
+        return self.n_points - self.n_params
+
+    def params(self, group: str) -> dict[str, float]:
+        """Natural parameters (exponents and this group's coefficients) by name."""
+        return params_of(self.problem, self.theta[None, :], self.group_names.index(group))[0]
+
+    def predict(self, X: np.ndarray, group: str) -> np.ndarray:
+        return predict(self.problem, self.theta[None, :], self.group_names.index(group), X)[0]
+
+
+def params_of(problem: Problem, thetas: np.ndarray, group: int) -> list[dict[str, float]]:
+    """Natural parameters of one group for each theta row."""
+    q = problem.n_exponents
+    coefficients = problem.coefficients(thetas)[:, group, :]
+    names = (*problem.law.exponents, *problem.law.coefficients)
+    values = np.concatenate([thetas[:, :q], coefficients], axis=1)
+    return [dict(zip(names, row.tolist(), strict=True)) for row in values]
+
+
+def predict(problem: Problem, thetas: np.ndarray, group: int, X: np.ndarray) -> np.ndarray:
+    """The law of `group` at X (m, d) for each theta row: (B, m)."""
+    X = np.asarray(X, dtype=float).reshape(-1, len(problem.law.inputs))
+    q = problem.n_exponents
+    return problem.law.predict(thetas[:, :q], problem.coefficients(thetas)[:, group, :], X)
+
+
+def check_points(law: Law, data: FitData, what: str) -> None:
+    """Refuse data the law cannot be fitted to, naming the minimum or the bad values."""
+    minimum = len(law.exponents) + len(data.group_names) * len(law.coefficients)
+    if len(data.y) < minimum:
+        groups = f" with {len(data.group_names)} groups" if len(data.group_names) > 1 else ""
+        raise UserError(
+            f"{what}: {len(data.y)} points, but the {law.name} law ({law.formula}){groups} has {minimum} "
+            f"parameters and needs at least {minimum} points"
+        )
+    if law.positive_inputs and (data.X <= 0).any():
+        column, value = _first_bad(data.X <= 0, data.X)
+        raise UserError(
+            f"{what}: {law.name} needs x > 0 (it takes powers of x), but {law.inputs[column]} has {value:g}"
+        )
+    if law.log_residuals and (data.y <= 0).any():
+        raise UserError(
+            f"{what}: the {law.name} law is fitted on log(y), so y must be > 0, but y has "
+            f"{float(data.y[data.y <= 0][0]):g}"
+        )
+
+
+def _first_bad(mask: np.ndarray, X: np.ndarray) -> tuple[int, float]:
+    row, column = np.argwhere(mask)[0]
+    return int(column), float(X[row, column])
+
+
+def fit(law: Law, data: FitData, what: str = "fit") -> Fit:
+    """Fit `law` to `data` (joint over its groups when there are several). Raises UserError for data
+    the law cannot take; a fit that does not converge is returned with converged=False."""
+    check_points(law, data, what)
+    problem = data.problem(law)
+    starts = starting_points(problem)
+    ones = np.ones(len(data.y))
+    solution = minimize(problem, starts, ones)
+    best = int(np.argmin(solution.objective))
+    best_loss = float(solution.objective[best])
+    agreeing = int((solution.objective <= best_loss + AGREE_RTOL * abs(best_loss) + 1e-300).sum())
+    theta = solution.theta[best]
+    return Fit(
+        law=law, problem=problem, group_names=data.group_names, theta=theta, loss=best_loss,
+        converged=bool(solution.converged[best]),
+        identifiable=bool(identifiable(problem, theta[None, :], ones[None, :])[0]),
+        starts=len(starts), agreeing_starts=agreeing,
+    )
+
+
+def starting_points(problem: Problem, count: int = STARTS) -> np.ndarray:
+    """The `count` best grid points (G, P) after solving the coefficients exactly for each exponent
+    vector of the law's grid (variable projection)."""
+    law = problem.law
+    grid = law.exponent_grid(problem.X)
+    phi, _ = law.basis(grid, problem.X)  # (G, n, k)
+    # Relative residuals for loss laws: the linear analogue of a log-space fit.
+    scale = problem.y if law.log_residuals else np.ones_like(problem.y)
+    coefficients = np.zeros((len(grid), problem.n_groups, problem.n_coefficients))
+    for group in range(problem.n_groups):
+        rows = problem.groups == group
+        target = problem.y[rows] / scale[rows]
+        for g in range(len(grid)):
+            design = phi[g, rows] / scale[rows, None]
+            if law.positive_coefficients:
+                coefficients[g, group] = nnls(design, target)[0]
+            else:
+                coefficients[g, group] = np.linalg.lstsq(design, target, rcond=None)[0]
+    if law.positive_coefficients:
+        # log(0) is -inf: start a coefficient the projection zeroed at a negligible positive value.
+        floor = 1e-9 * np.abs(problem.y).max() / np.maximum(np.abs(phi).max(axis=1), 1e-300)
+        coefficients = np.maximum(coefficients, floor[:, None, :])
+    thetas = problem.pack(grid, coefficients)
+    losses = objective(problem, thetas, np.ones((1, len(problem.y))))
+    order = np.argsort(losses, kind="stable")
+    finite = order[np.isfinite(losses[order])]
+    if finite.size == 0:
+        finite = order
+    return thetas[finite[:count]]

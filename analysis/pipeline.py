@@ -1,0 +1,349 @@
+"""One analysis, from a source and the options of `sweeper fit` / `sweeper report` to every number.
+
+Steps: read the source; pick the columns (sweep defaults: final validation loss vs. total parameters,
+one curve per method); check them; fit each method alone and all jointly, bootstrapped on the same
+resamples; compare the two; extrapolate; backtest on the largest scale; for a sweep, also fit against
+trainable parameters and link the loss to the downstream scores.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+from pydantic import Field, NonNegativeInt
+
+from analysis import bootstrap, downstream
+from analysis.backtest import Backtest, run_backtest
+from analysis.compare import Comparison, compare, preferred
+from analysis.curves import INDEPENDENT, Curves, fit_curves
+from analysis.fitting import FitData
+from analysis.laws import LAWS, Law
+from analysis.sources import Source, add_columns, filter_rows, require_columns, require_numeric
+from sweeper import provenance
+from sweeper.config import Frozen
+from sweeper.errors import UserError
+
+SWEEP_X = "total_params"
+SWEEP_ALTERNATIVE_X = "trainable_params"  # the paper's second view: loss vs. updated parameters
+SWEEP_Y = "final_val_loss"
+SWEEP_BY = "method"
+SWEEP_SIZE = "scale"
+# Astraios' largest model is StarCoderBase 15.5B; its extrapolations are to 34B and 70B (the sizes of
+# CodeLlama-34B and Llama-2-70B). A ladder with another largest scale gets the same multiples of it.
+LARGEST_ASTRAIOS_BILLIONS = 15.5
+EXTRAPOLATIONS = {"34B-equivalent": 34.0 / LARGEST_ASTRAIOS_BILLIONS, "70B-equivalent": 70.0 / LARGEST_ASTRAIOS_BILLIONS}
+# Warn when more than this share of bootstrap resamples had to be left out.
+LEFT_OUT_WARNING = 0.2
+
+
+class Options(Frozen):
+    """What to fit. None means the default for the source (see the module docstring)."""
+
+    x: tuple[str, ...] | None = None
+    y: str | None = None
+    by: str | None = None
+    law: str | None = None  # default: power with one x column, chinchilla with two
+    link: str = "exponential"
+    predict: tuple[tuple[float, ...], ...] = ()  # points in x space (one value per x column)
+    size: str | None = None  # what "scale" means for the backtest and the rankings
+    holdout_largest: bool = False
+    level: float = Field(default=bootstrap.LEVEL, gt=0, lt=1)  # interval coverage (before `bootstrap`
+    bootstrap: NonNegativeInt = 1000  # shadows the module name inside this class body)
+    drop_invalid: bool = False
+    define: tuple[str, ...] = ()  # NAME=SQL expression
+    where: str | None = None  # SQL condition on rows
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    kind: str  # INDEPENDENT or JOINT
+    group: str
+    label: str
+    X: np.ndarray  # (d,)
+    estimate: float
+    lower: float
+    upper: float
+
+
+@dataclass(frozen=True)
+class Study:
+    """The curves of y against one choice of x, with everything derived from them."""
+
+    x: tuple[str, ...]
+    y: str
+    law: Law
+    data: FitData
+    curves: Curves
+    comparison: list[Comparison]
+    preferred: str  # INDEPENDENT or JOINT: the lower leave-one-out error
+    predictions: list[Prediction]
+    backtest: Backtest | None
+
+
+@dataclass
+class Analysis:
+    source: Source
+    options: Options
+    by: str | None
+    size: str
+    frame: pl.DataFrame  # the points, in the order of every FitData
+    levels: np.ndarray  # (n,) scale index of each point
+    level_names: list[str]
+    main: Study
+    alternative: Study | None  # a sweep: the same curves against trainable parameters
+    ranking: list[downstream.RankAgreement]  # of the groups by y, between consecutive scales
+    links: list[downstream.Link]
+    link_law: Law
+    warnings: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)
+
+
+@contextmanager
+def progress(enabled: bool) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr naming the fit in progress (stdout stays clean for --json)."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TextColumn("[{task.completed} fits]"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True, disable=not enabled) as bar:
+        task = bar.add_task("fitting", total=None)
+        yield lambda text: bar.update(task, description=text, advance=1)
+
+
+def analyze(source: Source, options: Options, backtest: bool = False,
+            step: Callable[[str], None] = lambda _: None) -> Analysis:
+    """Run the whole analysis; bad input raises UserError before anything is written."""
+    where = str(source.path)
+    table = filter_rows(add_columns(source.table, list(options.define), where), options.where, where)
+    x = options.x or ((SWEEP_X,) if source.is_sweep else None)
+    y = options.y or (SWEEP_Y if source.is_sweep else None)
+    if x is None or y is None:
+        raise UserError(f"{where}: a table needs --x COLUMN and --y COLUMN; columns: {', '.join(table.columns)}")
+    by = options.by or (SWEEP_BY if source.is_sweep and SWEEP_BY in table.columns else None)
+    size = options.size or (SWEEP_SIZE if source.is_sweep and SWEEP_SIZE in table.columns else x[0])
+    law = LAWS.get(options.law or ("power" if len(x) == 1 else "chinchilla"))
+    link_law = LAWS.get(options.link)
+    if len(x) != len(law.inputs):
+        raise UserError(
+            f"--law {law.name} ({law.formula}) takes {len(law.inputs)} x column(s) "
+            f"({', '.join(law.inputs)}), but --x gives {len(x)}: {', '.join(x)}"
+        )
+    columns = list(dict.fromkeys([*x, y, *([by] if by else []), size]))
+    require_columns(table, columns, where)
+    require_numeric(table, [*x, y], where)
+    frame, warnings = _valid_rows(table, columns, options.drop_invalid, where)
+    _check_positive(frame, law, x, where)
+    groups, group_names = _groups(frame, by)
+    levels, level_names = _levels(frame, size, x[0])
+    if options.holdout_largest and len(level_names) < 2:
+        raise UserError(f"{where}: --holdout-largest needs at least two values of {size!r}; found {len(level_names)}")
+    rng = np.random.default_rng(options.seed)
+    data = FitData(X=_matrix(frame, x), y=frame[y].cast(pl.Float64).to_numpy(), groups=groups,
+                   group_names=group_names)
+    counts = bootstrap.resample_counts(data.groups, options.bootstrap, rng)
+    do_backtest = (backtest or options.holdout_largest) and len(level_names) >= 2
+    main = _study(law, x, y, data, counts, levels, level_names, options, do_backtest, source.is_sweep, rng, step)
+    alternative = None
+    if source.is_sweep and not options.x and len(law.inputs) == 1 and _usable_x(frame, SWEEP_ALTERNATIVE_X):
+        alt_data = FitData(X=_matrix(frame, (SWEEP_ALTERNATIVE_X,)), y=data.y, groups=groups, group_names=group_names)
+        alternative = _study(law, (SWEEP_ALTERNATIVE_X,), y, alt_data, counts, levels, level_names, options, False,
+                             True, rng, step)
+    ranking = downstream.ranking_stability(data.y, groups, levels, level_names) if by else []
+    links = _links(source, frame, main, link_law, counts, step) if source.is_sweep else []
+    analysis = Analysis(
+        source=source, options=options, by=by, size=size, frame=frame, levels=levels, level_names=level_names,
+        main=main, alternative=alternative, ranking=ranking, links=links, link_law=link_law,
+        warnings=warnings, provenance=provenance.collect(),
+    )
+    analysis.warnings.extend(_fit_warnings(analysis))
+    return analysis
+
+
+def _study(law: Law, x: tuple[str, ...], y: str, data: FitData, counts: np.ndarray, levels: np.ndarray,
+           level_names: list[str], options: Options, do_backtest: bool, scale_defaults: bool,
+           rng: np.random.Generator, step: Callable[[str], None]) -> Study:
+    curves = fit_curves(law, data, counts, f"{y} vs {', '.join(x)}", step)
+    step(f"{y} vs {', '.join(x)}: leave-one-out")
+    comparison = compare(curves)
+    points = _prediction_points(data, law, options.predict, scale_defaults)
+    predictions = []
+    for curve in curves.all():
+        for group in curve.fit.group_names:
+            for label, X in points[group]:
+                samples = bootstrap.prediction_samples(curve.fit, curve.boot, group, X) if curve.boot else None
+                low, high = bootstrap.interval(samples[:, 0], options.level) if samples is not None else (np.nan, np.nan)
+                predictions.append(Prediction(
+                    kind=curve.kind, group=group, label=label, X=X[0], estimate=float(curve.fit.predict(X, group)[0]),
+                    lower=float(low), upper=float(high),
+                ))
+    backtest = None
+    if do_backtest:
+        backtest = run_backtest(law, data, levels, level_names, options.bootstrap, rng, step)
+    return Study(x=x, y=y, law=law, data=data, curves=curves, comparison=comparison,
+                 preferred=preferred(comparison), predictions=predictions, backtest=backtest)
+
+
+def _prediction_points(data: FitData, law: Law, predict: tuple[tuple[float, ...], ...],
+                       scale_defaults: bool) -> dict[str, list[tuple[str, np.ndarray]]]:
+    """Per group: (label, X (1, d)). Explicit points for every group; or, for a sweep, the default
+    multiples of the group's largest first input (other inputs as at that point)."""
+    points: dict[str, list[tuple[str, np.ndarray]]] = {}
+    for index, group in enumerate(data.group_names):
+        rows = data.X[data.groups == index]
+        if predict:
+            for point in predict:
+                if len(point) != len(law.inputs):
+                    raise UserError(
+                        f"--predict {':'.join(f'{v:g}' for v in point)}: the {law.name} law takes "
+                        f"{len(law.inputs)} value(s) per point ({':'.join(law.inputs)})"
+                    )
+            points[group] = [(":".join(f"{v:.4g}" for v in point), np.array([point], dtype=float)) for point in predict]
+        elif scale_defaults:
+            largest = rows[np.argmax(rows[:, 0])]
+            points[group] = []
+            for label, multiple in EXTRAPOLATIONS.items():
+                X = largest.copy()
+                X[0] *= multiple
+                points[group].append((label, X[None, :]))
+        else:
+            points[group] = []
+    return points
+
+
+def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, counts: np.ndarray,
+           step: Callable[[str], None]) -> list[downstream.Link]:
+    """Loss -> score link per task and metric, and the two-step predictions through it."""
+    evals = source.evals
+    if evals is None or evals.height == 0:
+        return []
+    require_columns(evals, ["cell_id", "trial_id", "task", "metric", "value"], str(source.path / "evals.parquet"))
+    points = frame.select("cell_id", "trial_id").with_row_index("row")
+    joined = (
+        evals.join(points, on=["cell_id", "trial_id"], how="inner")
+        .group_by("task", "metric", "row").agg(pl.col("value").cast(pl.Float64).mean())
+        .filter(pl.col("value").is_finite())
+        .sort("task", "metric", "row")
+    )
+    links = []
+    for (task, metric), pairs in joined.group_by(["task", "metric"], maintain_order=True):
+        rows = pairs["row"].to_numpy()
+        step(f"link {task}/{metric}")
+        link = downstream.fit_link(link_law, str(task), str(metric), main.data.y[rows], pairs["value"].to_numpy(),
+                                   rows, counts)
+        if link.fit is not None:
+            for prediction in main.predictions:
+                if prediction.kind == main.preferred:
+                    curve = main.curves.curve(prediction.kind, prediction.group)
+                    link.predictions.append(
+                        downstream.chain(link, curve, prediction.group, prediction.label, prediction.X)
+                    )
+        links.append(link)
+    return links
+
+
+def _valid_rows(table: pl.DataFrame, columns: list[str], drop: bool, where: str) -> tuple[pl.DataFrame, list[str]]:
+    """Rows with a missing, NaN or infinite value in a used column are reported; dropped only if asked."""
+    bad = pl.lit(False)
+    for name in columns:
+        column = pl.col(name)
+        bad = bad | column.is_null()
+        if table.schema[name].is_float():
+            bad = bad | column.is_nan() | column.is_infinite()
+    flagged = table.with_row_index("row").filter(bad)
+    if flagged.height == 0:
+        return table, []
+    first = flagged.row(0, named=True)
+    shown = ", ".join(f"{name}={first[name]}" for name in columns)
+    message = (f"{flagged.height} of {table.height} rows have a missing, NaN or infinite value "
+               f"(first: row {first['row']}: {shown})")
+    if not drop:
+        raise UserError(f"{where}: {message}; pass --drop-invalid to drop them")
+    kept = table.with_row_index("row").filter(~bad).drop("row")
+    if kept.height == 0:
+        raise UserError(f"{where}: {message}, and that is every row")
+    return kept, [f"dropped {message}"]
+
+
+def _usable_x(frame: pl.DataFrame, name: str) -> bool:
+    """Whether an optional x column (trainable parameters: null where unknown) is there, numeric and > 0."""
+    if name not in frame.columns or not frame.schema[name].is_numeric():
+        return False
+    values = frame[name].cast(pl.Float64)
+    return values.null_count() == 0 and bool(values.is_finite().all()) and bool((values > 0).all())
+
+
+def _check_positive(frame: pl.DataFrame, law: Law, x: tuple[str, ...], where: str) -> None:
+    if not law.positive_inputs:
+        return
+    for name in x:
+        bad = frame.with_row_index("row").filter(pl.col(name) <= 0)
+        if bad.height:
+            first = bad.row(0, named=True)
+            raise UserError(
+                f"{where}: the {law.name} law takes powers of x, so {name!r} must be > 0, but {bad.height} "
+                f"row(s) are not (first: row {first['row']}: {first[name]})"
+            )
+
+
+def _groups(frame: pl.DataFrame, by: str | None) -> tuple[np.ndarray, tuple[str, ...]]:
+    if by is None:
+        return np.zeros(frame.height, dtype=int), ("all",)
+    labels = frame[by].cast(pl.String).to_list()
+    names = tuple(dict.fromkeys(labels))  # first-appearance order: the ledger's method order
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[label] for label in labels], dtype=int), names
+
+
+def _levels(frame: pl.DataFrame, size: str, order_by: str) -> tuple[np.ndarray, list[str]]:
+    """Scale index of every point: numeric sizes in order; named scales (a sweep's `scale`) in the
+    order of their median `order_by` (total parameters)."""
+    column = frame[size]
+    if column.dtype.is_numeric():
+        values = sorted(set(column.to_list()))
+        names = [f"{v:.4g}" for v in values]
+        index = {v: i for i, v in enumerate(values)}
+        return np.array([index[v] for v in column.to_list()], dtype=int), names
+    medians = frame.group_by(size).agg(pl.col(order_by).median()).sort(order_by)
+    names = [str(name) for name in medians[size].to_list()]
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[str(v)] for v in column.to_list()], dtype=int), names
+
+
+def _matrix(frame: pl.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    return np.column_stack([frame[name].cast(pl.Float64).to_numpy() for name in columns])
+
+
+def _fit_warnings(analysis: Analysis) -> list[str]:
+    """Loud notes: fits with no degrees of freedom, bootstraps resting on few resamples."""
+    notes = []
+    for study in filter(None, (analysis.main, analysis.alternative)):
+        what = f"{study.y} vs {', '.join(study.x)}"
+        joint = study.curves.joint
+        for curve in study.curves.all():
+            name = f"{what}, {curve.kind} fit" + (f" of {curve.fit.group_names[0]}" if curve.kind == INDEPENDENT else "")
+            if curve.underdetermined:
+                offer = (f"; the joint fit (shared exponents) has {joint.fit.dof} degrees of freedom: use it"
+                         if joint and curve.kind == INDEPENDENT and joint.fit.dof > 0
+                         else "; add points or use a law with fewer parameters")
+                notes.append(
+                    f"UNDERDETERMINED: {name}: {curve.fit.n_points} points for {curve.fit.n_params} parameters, "
+                    f"no degrees of freedom, so no interval{offer}"
+                )
+        thin = [c for c in study.curves.all()
+                if c.boot is not None and len(c.boot.thetas) < (1 - LEFT_OUT_WARNING) * c.boot.requested]
+        if thin:
+            shares = [len(c.boot.thetas) / c.boot.requested for c in thin]
+            notes.append(
+                f"{what}: the bootstrap of {len(thin)} fit(s) ({', '.join(_curve_name(c) for c in thin)}) rests on "
+                f"{min(shares):.0%}-{max(shares):.0%} of the resamples; the others drew too few distinct scales "
+                "to pin down the law (or did not converge), so those intervals are conditional on that"
+            )
+    return notes
+
+
+def _curve_name(curve) -> str:
+    return curve.fit.group_names[0] if curve.kind == INDEPENDENT else "joint"

@@ -1,0 +1,169 @@
+"""Figures (PNG, matplotlib's Agg backend through `Figure`, no global pyplot state).
+
+- curves-<x>.png: y vs x per group, observed points, the independent and joint fits, the bootstrap
+  band of the preferred fit, the extrapolated region shaded and the predictions with their intervals.
+  Laws of two inputs are shown as predicted vs. observed instead.
+- link-<task>.png: score vs loss across groups and scales with the fitted link and its band, and the
+  two-step predictions.
+- backtest.png: relative error of the prediction of the held-out largest scale, per group and fit.
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from analysis import bootstrap
+from analysis.curves import INDEPENDENT, JOINT, Curve
+from analysis.downstream import Link
+from analysis.pipeline import Analysis, Study
+from sweeper.io import atomic_write
+
+PANEL_INCHES = 3.2
+GRID_POINTS = 120
+
+
+def write_figures(analysis: Analysis, folder: Path) -> list[Path]:
+    """Every figure of the analysis into `folder`; returns the paths written."""
+    from matplotlib.figure import Figure  # heavy: only when drawing
+
+    written = []
+    for study in filter(None, (analysis.main, analysis.alternative)):
+        path = folder / f"curves-{_slug(','.join(study.x))}.png"
+        _save(_curves_figure(Figure, study, analysis.options.level), path)
+        written.append(path)
+    for link in analysis.links:
+        if link.fit is not None:
+            path = folder / f"link-{_slug(link.task + '-' + link.metric)}.png"
+            _save(_link_figure(Figure, link, analysis), path)
+            written.append(path)
+    if analysis.main.backtest and analysis.main.backtest.points:
+        path = folder / "backtest.png"
+        _save(_backtest_figure(Figure, analysis.main), path)
+        written.append(path)
+    return written
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def _save(figure, path: Path) -> None:
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=130, bbox_inches="tight"))
+
+
+def _panels(Figure, count: int, columns: int = 4):
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    figure = Figure(figsize=(PANEL_INCHES * columns, PANEL_INCHES * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for extra in axes[count:]:
+        extra.set_visible(False)
+    return figure, axes[:count]
+
+
+def _curves_figure(Figure, study: Study, level: float):
+    data, curves = study.data, study.curves
+    figure, axes = _panels(Figure, len(data.group_names))
+    two_inputs = data.X.shape[1] > 1
+    for index, (axis, group) in enumerate(zip(axes, data.group_names, strict=True)):
+        rows = data.groups == index
+        shown = curves.curve(study.preferred, group) if curves.joint else curves.independent[group]
+        if two_inputs:
+            _parity(axis, shown, group, data.X[rows], data.y[rows])
+        else:
+            _curve_panel(axis, study, group, data.X[rows, 0], data.y[rows], level)
+        axis.set_title(group)
+    figure.suptitle(f"{study.y} vs {', '.join(study.x)}: {study.law.formula}"
+                    + (f" (band: {study.preferred} fit, {level:.0%})" if not two_inputs else ""))
+    return figure
+
+
+def _curve_panel(axis, study: Study, group: str, x: np.ndarray, y: np.ndarray, level: float) -> None:
+    predictions = [p for p in study.predictions if p.group == group]
+    right = max([x.max(), *(p.X[0] for p in predictions)]) * 1.15
+    grid = np.geomspace(x.min() / 1.15, right, GRID_POINTS)
+    axis.axvspan(x.max(), right, color="0.92", zorder=0, label="extrapolation")
+    styles = {INDEPENDENT: ("C0", "-"), JOINT: ("C3", "--")}
+    curves = [study.curves.independent[group], *([study.curves.joint] if study.curves.joint else [])]
+    for curve in curves:
+        color, line = styles[curve.kind]
+        axis.plot(grid, curve.fit.predict(grid[:, None], group), line, color=color, label=f"{curve.kind} fit")
+        if curve.kind == study.preferred and curve.boot is not None:
+            low, high = bootstrap.interval(bootstrap.prediction_samples(curve.fit, curve.boot, group, grid[:, None]),
+                                           level)
+            axis.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
+    for p in predictions:
+        if p.kind == study.preferred and np.isfinite(p.lower):
+            axis.errorbar([p.X[0]], [p.estimate], yerr=[[p.estimate - p.lower], [p.upper - p.estimate]],
+                          fmt="o", color=styles[p.kind][0], capsize=3, markersize=4)
+    axis.plot(x, y, "ko", markersize=4, label="observed")
+    axis.set_xscale("log")
+    axis.set_xlabel(study.x[0])
+    axis.set_ylabel(study.y)
+    axis.legend(fontsize="x-small")
+
+
+def _parity(axis, curve: Curve, group: str, X: np.ndarray, y: np.ndarray) -> None:
+    predicted = curve.fit.predict(X, group)
+    axis.plot(y, predicted, "o", markersize=3, color="C0")
+    bounds = [min(y.min(), predicted.min()), max(y.max(), predicted.max())]
+    axis.plot(bounds, bounds, "k--", linewidth=1)
+    axis.set_xlabel("observed")
+    axis.set_ylabel(f"predicted ({curve.kind} fit)")
+
+
+def _link_figure(Figure, link: Link, analysis: Analysis):
+    figure = Figure(figsize=(6.0, 4.2), layout="constrained")
+    axis = figure.subplots()
+    names = analysis.main.data.group_names
+    groups = analysis.main.data.groups[link.rows]
+    for index, name in enumerate(names):
+        mine = groups == index
+        axis.plot(link.loss[mine], link.score[mine], "o", color=f"C{index % 10}", markersize=4, label=name)
+    predicted_losses = [p.loss for p in link.predictions]
+    grid = np.linspace(min([link.loss.min(), *predicted_losses]), max([link.loss.max(), *predicted_losses]),
+                       GRID_POINTS)
+    axis.plot(grid, link.fit.predict(grid[:, None], "all"), "k-", label=f"{link.fit.law.name} link")
+    if link.boot is not None:
+        low, high = bootstrap.interval(bootstrap.prediction_samples(link.fit, link.boot, "all", grid[:, None]),
+                                       analysis.options.level)
+        axis.fill_between(grid, low, high, color="k", alpha=0.15, linewidth=0)
+    for p in link.predictions:
+        index = names.index(p.group)
+        error = [[p.score - p.lower], [p.upper - p.score]] if np.isfinite(p.lower) else None
+        axis.errorbar([p.loss], [p.score], yerr=error, fmt="D", color=f"C{index % 10}", markersize=4,
+                      capsize=2, markerfacecolor="white")
+    axis.set_xlabel(f"{analysis.main.y}")
+    axis.set_ylabel(f"{link.task} {link.metric}")
+    axis.set_title(f"{link.fit.law.formula}; Spearman {link.correlation.statistic:.2f}; "
+                   "open diamonds: two-step predictions", fontsize="small")
+    axis.legend(fontsize="x-small", ncols=2)
+    return figure
+
+
+def _backtest_figure(Figure, study: Study):
+    backtest = study.backtest
+    figure = Figure(figsize=(max(5.0, 0.8 * len(study.data.group_names) + 2), 3.8), layout="constrained")
+    axis = figure.subplots()
+    groups = list(dict.fromkeys(p.group for p in backtest.points))
+    offsets = {INDEPENDENT: -0.15, JOINT: 0.15}
+    colors = {INDEPENDENT: "C0", JOINT: "C3"}
+    for kind in backtest.kinds():
+        points = [p for p in backtest.points if p.kind == kind]
+        positions = [groups.index(p.group) + offsets[kind] for p in points]
+        relative = np.array([p.relative_error for p in points]) * 100
+        low = np.array([(p.lower - p.observed) / p.observed for p in points]) * 100
+        high = np.array([(p.upper - p.observed) / p.observed for p in points]) * 100
+        has_band = np.isfinite(low)
+        axis.errorbar(np.array(positions)[has_band], relative[has_band],
+                      yerr=[relative[has_band] - low[has_band], high[has_band] - relative[has_band]],
+                      fmt="none", ecolor=colors[kind], capsize=3, alpha=0.6)
+        axis.plot(positions, relative, "o", color=colors[kind],
+                  label=f"{kind} (mean |error| {backtest.mean_abs_relative_error(kind):.2%})")
+    axis.axhline(0.0, color="k", linewidth=1)
+    axis.set_xticks(range(len(groups)), groups, rotation=30)
+    axis.set_ylabel("predicted - observed (% of observed)")
+    axis.set_title(f"Backtest: {study.y} at {backtest.held_out_level}, fitted without it", fontsize="small")
+    axis.legend(fontsize="x-small")
+    return figure

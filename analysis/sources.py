@@ -1,0 +1,134 @@
+"""What `sweeper fit` reads: a sweep folder (its ledger) or any CSV / parquet table.
+
+A sweep folder holds `cells.parquet` (one row per trial), and optionally `evals.parquet` (downstream
+scores) and `manifest.json`. A cell's result is its best `done` trial (lowest final validation loss);
+the other trials were the learning-rate search and are not points of the scaling curve.
+"""
+
+import difflib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from sweeper.errors import UserError
+
+LEDGER = "cells.parquet"
+EVALS = "evals.parquet"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    is_sweep: bool
+    table: pl.DataFrame  # one row per point (a sweep: one row per cell, its best done trial)
+    evals: pl.DataFrame | None  # a sweep's downstream scores, one row per cell x task x metric
+    manifest: dict
+    trials: int  # rows read (a sweep: trials of every status)
+    statuses: dict[str, int]  # a sweep: trials per status
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.is_sweep else self.path.stem
+
+
+def load_source(path: str | Path) -> Source:
+    """Read a sweep folder or a table; a missing, unreadable or empty source is a UserError."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / LEDGER).is_file():
+            raise UserError(f"{path}: not a sweep folder (no {LEDGER}) and not a CSV or parquet file")
+        return _load_sweep(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file or sweep folder")
+    table = read_table(path)
+    if table.height == 0:
+        raise UserError(f"{path}: the table has no rows")
+    return Source(path=path, is_sweep=False, table=table, evals=None, manifest={}, trials=table.height,
+                  statuses={})
+
+
+def read_table(path: Path) -> pl.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pl.read_csv(path, infer_schema_length=None)
+        if suffix in (".parquet", ".pq"):
+            return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise UserError(f"{path}: cannot read it as {suffix[1:]}: {_first_line(err)}") from None
+    raise UserError(f"{path}: expected a .csv or .parquet file or a sweep folder")
+
+
+def _load_sweep(folder: Path) -> Source:
+    trials = read_table(folder / LEDGER)
+    if trials.height == 0:
+        raise UserError(f"{folder / LEDGER}: the ledger is empty: no trial has been recorded yet")
+    require_columns(trials, ["cell_id", "status", "final_val_loss"], str(folder / LEDGER))
+    statuses = dict(trials.group_by("status").len().sort("status").iter_rows())
+    done = trials.filter((pl.col("status") == "done") & pl.col("final_val_loss").is_not_null())
+    if done.height == 0:
+        counts = ", ".join(f"{status} {n}" for status, n in statuses.items())
+        raise UserError(f"{folder / LEDGER}: no trial finished (`done`) with a validation loss; trials: {counts}")
+    # Best done trial per cell (lowest loss, ties broken by trial id), cells kept in ledger order.
+    cells = (
+        done.with_row_index("ledger_row")
+        .sort(["final_val_loss", "trial_id"], nulls_last=True)
+        .group_by("cell_id", maintain_order=True)
+        .first()
+        .sort("ledger_row")
+        .drop("ledger_row")
+    )
+    evals = read_table(folder / EVALS) if (folder / EVALS).is_file() else None
+    manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
+    return Source(path=folder, is_sweep=True, table=cells, evals=evals, manifest=manifest,
+                  trials=trials.height, statuses=statuses)
+
+
+def require_columns(table: pl.DataFrame, names: list[str], where: str) -> None:
+    """Every name must be a column; the error lists the columns (and the closest one, if any)."""
+    for name in names:
+        if name not in table.columns:
+            close = difflib.get_close_matches(name, table.columns, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UserError(f"{where}: no column {name!r}{hint}; columns: {', '.join(table.columns)}")
+
+
+def require_numeric(table: pl.DataFrame, names: list[str], where: str) -> None:
+    for name in names:
+        dtype = table.schema[name]
+        if not (dtype.is_numeric() or dtype == pl.Null):
+            raise UserError(f"{where}: column {name!r} must be numeric, but it holds {dtype}")
+
+
+def add_columns(table: pl.DataFrame, definitions: list[str], where: str) -> pl.DataFrame:
+    """`NAME=SQL expression` (polars SQL), e.g. D="Training FLOP" / (6 * "Model Size")."""
+    for definition in definitions:
+        name, sep, expression = definition.partition("=")
+        if not sep or not name.strip() or not expression.strip():
+            raise UserError(f"--define {definition!r}: expected NAME=EXPRESSION")
+        try:
+            table = table.with_columns(pl.sql_expr(expression).cast(pl.Float64).alias(name.strip()))
+        except pl.exceptions.PolarsError as err:
+            raise UserError(f"{where}: --define {definition!r}: {_first_line(err)}") from None
+    return table
+
+
+def filter_rows(table: pl.DataFrame, condition: str | None, where: str) -> pl.DataFrame:
+    """Keep the rows where a polars SQL condition holds, e.g. `loss < 3.42`."""
+    if not condition:
+        return table
+    try:
+        kept = table.filter(pl.sql_expr(condition))
+    except pl.exceptions.PolarsError as err:
+        raise UserError(f"{where}: --where {condition!r}: {_first_line(err)}") from None
+    if kept.height == 0:
+        raise UserError(f"{where}: --where {condition!r} keeps no row")
+    return kept
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,113 @@
+"""Trial checkpoints on local disk, NFS or object storage (anything `pyarrow.fs` opens: a path, s3://, gs://).
+
+sweeper keeps its own checkpoints, one folder per trial key, instead of relying on Ray's per-run
+folders: the same code then resumes a trial after a Train worker is killed (FailureConfig restarts
+the loop, which finds its checkpoint here), after the whole driver is killed (the rerun builds the
+same trial key), and when the loop runs in-process with no Ray at all.
+
+Layout under the store root:
+    <trial_key>/step-000040/...   a complete checkpoint (uploaded first)
+    <trial_key>/LATEST            "step-000040", written only after the upload finished
+    <trial_key>/final/...         the tuned weights of a finished trial (+ FINAL marker)
+Object stores have no atomic rename, so completeness is marked by LATEST / FINAL being written last;
+a checkpoint without its marker is ignored and overwritten.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+LATEST = "LATEST"
+FINAL = "final"
+FINAL_MARKER = "FINAL"
+
+
+class CheckpointStore:
+    def __init__(self, uri: str | Path):
+        uri = str(uri)
+        if "://" not in uri:
+            uri = str(Path(uri).expanduser().resolve())
+            Path(uri).mkdir(parents=True, exist_ok=True)
+        self.uri = uri
+        self.fs, self.root = pafs.FileSystem.from_uri(uri)
+
+    def _path(self, *parts: str) -> str:
+        return "/".join([self.root.rstrip("/"), *parts])
+
+    def _read_text(self, path: str) -> str | None:
+        try:
+            with self.fs.open_input_stream(path) as stream:
+                return stream.read().decode().strip()
+        except (FileNotFoundError, OSError):
+            return None
+
+    def _write_text(self, path: str, text: str) -> None:
+        with self.fs.open_output_stream(path) as stream:
+            stream.write(text.encode())
+
+    def _upload(self, local_dir: Path, remote: str) -> None:
+        self.fs.delete_dir_contents(remote, missing_dir_ok=True)
+        self.fs.create_dir(remote, recursive=True)
+        pafs.copy_files(str(local_dir), remote, source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=self.fs)
+
+    def _download(self, remote: str, local_dir: Path) -> Path:
+        if local_dir.exists():
+            shutil.rmtree(local_dir)
+        local_dir.mkdir(parents=True)
+        pafs.copy_files(remote, str(local_dir), source_filesystem=self.fs,
+                        destination_filesystem=pafs.LocalFileSystem())
+        return local_dir
+
+    @staticmethod
+    def step_name(step: int) -> str:
+        return f"step-{step:06d}"
+
+    def upload(self, trial_key: str, step: int, local_dir: Path) -> None:
+        """Copy files into a step's folder. Sharded engines (ZeRO) call this from every rank."""
+        remote = self._path(trial_key, self.step_name(step))
+        self.fs.create_dir(remote, recursive=True)
+        pafs.copy_files(str(local_dir), remote, source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=self.fs)
+
+    def commit(self, trial_key: str, step: int) -> None:
+        """Point LATEST at a fully uploaded step, then drop the older ones."""
+        name = self.step_name(step)
+        self._write_text(self._path(trial_key, LATEST), name)
+        for info in self.fs.get_file_info(pafs.FileSelector(self._path(trial_key), allow_not_found=True)):
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("step-") and info.base_name != name:
+                self.fs.delete_dir(info.path)
+
+    def save(self, trial_key: str, step: int, local_dir: Path) -> None:
+        self.upload(trial_key, step, local_dir)
+        self.commit(trial_key, step)
+
+    def latest(self, trial_key: str) -> str | None:
+        """Name of the newest complete checkpoint of a trial, if any."""
+        name = self._read_text(self._path(trial_key, LATEST))
+        if name and self.fs.get_file_info(self._path(trial_key, name)).type == pafs.FileType.Directory:
+            return name
+        return None
+
+    def restore(self, trial_key: str, local_dir: Path) -> Path | None:
+        """Download the newest complete checkpoint into `local_dir`; None when the trial has none."""
+        name = self.latest(trial_key)
+        return self._download(self._path(trial_key, name), local_dir) if name else None
+
+    def save_final(self, trial_key: str, local_dir: Path) -> str:
+        """Upload a finished trial's tuned weights; returns their URI (recorded in the ledger)."""
+        remote = self._path(trial_key, FINAL)
+        self._upload(local_dir, remote)
+        self._write_text(self._path(trial_key, FINAL, FINAL_MARKER), "complete")
+        return self.uri.rstrip("/") + f"/{trial_key}/{FINAL}"
+
+    def fetch_final(self, trial_key: str, local_dir: Path) -> Path:
+        remote = self._path(trial_key, FINAL)
+        if self._read_text(self._path(trial_key, FINAL, FINAL_MARKER)) != "complete":
+            raise FileNotFoundError(f"{self.uri}/{trial_key}/{FINAL}: no complete final checkpoint")
+        path = self._download(remote, local_dir)
+        (path / FINAL_MARKER).unlink(missing_ok=True)
+        return path

@@ -1,0 +1,173 @@
+"""`sweeper`: the command line. Thin: each command parses options and calls one function.
+
+Imports of torch, ray, transformers and friends happen inside the commands, so `sweeper --help`
+stays instant. Exit codes: 0 ok, 2 bad input (one line on stderr, no traceback), 1 failure.
+"""
+
+import sys
+from typing import Annotated
+
+import typer
+
+from analysis import commands as analysis_commands
+from sweeper.errors import UserError
+from sweeper.evals import commands as eval_commands
+from sweeper.methods import commands as method_commands
+from sweeper.micro import commands as ladder_commands
+
+app = typer.Typer(
+    help="Which fine-tuning method at which model scale: method x scale sweeps on Ray, scaling laws on top.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+launch_app = typer.Typer(help="Run sweeps.", no_args_is_help=True)
+ladder_app = typer.Typer(help="Model ladders: list scales, build the micro ladder.", no_args_is_help=True)
+app.add_typer(launch_app, name="launch")
+app.add_typer(ladder_app, name="ladder")
+app.add_typer(eval_commands.app, name="eval")
+
+SpaceOption = Annotated[
+    str, typer.Option("--space", help="A shipped space name (micro, astraios) or a YAML path.")
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a space field: key.path=value (repeatable), e.g. recipe.lr=3e-4."),
+]
+MethodsOption = Annotated[str | None, typer.Option("--methods", help="Only these methods: a,b.")]
+ScalesOption = Annotated[str | None, typer.Option("--scales", help="Only these scales: x,y.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+PLAN_HELP = """Print the grid a space describes and what it will cost, before anything trains.
+
+Per cell: parameters (total, trainable; counted on the meta device, no weights), training tokens
+T = steps x global_batch x seq_len, FLOPs and device-hours and dollars.
+
+FLOPs = (4 N + 2 N_trainable) T + 2 N T_eval. The forward pass costs 2 N T; the backward pass
+costs 2 N T for activation gradients (they flow through the frozen base too) plus 2 N_trainable T
+for weight gradients. Full fine-tuning (N_trainable = N) gives the familiar 6 N T; a frozen base
+gives about 4 N T. T_eval = validation tokens x number of evaluations (forward only).
+
+Device-hours = FLOPs / (peak FLOP/s x utilisation x 3600); $ = device-hours x price per hour.
+Peak, utilisation and price come from the accelerator table and `cost:` in the space (overridable
+with --set cost.peak_tflops=..., cost.utilization=..., cost.usd_per_hour=...).
+"""
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+@app.command(help=PLAN_HELP)
+def plan(
+    space: SpaceOption = "micro",
+    set_: SetOption = None,
+    methods: MethodsOption = None,
+    scales: ScalesOption = None,
+    json_: JsonOption = False,
+) -> None:
+    from sweeper import plan as planning
+    from sweeper.space import load_space, select
+
+    chosen = select(load_space(space, set_ or ()), _split(methods), _split(scales))
+    grid = planning.make_plan(chosen)
+    if json_:
+        typer.echo(planning.to_json(grid))
+    else:
+        planning.print_plan(grid)
+
+
+@launch_app.command("grid")
+def launch_grid(
+    space: SpaceOption = "micro",
+    set_: SetOption = None,
+    methods: MethodsOption = None,
+    scales: ScalesOption = None,
+    out: Annotated[str | None, typer.Option(help="Sweep folder (default: sweeps/<space name>).")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster: host:port, 'auto', or 'local' (default: start Ray here).")
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Checkpoint storage: a shared path or s3:// URI (default: OUT/checkpoints).")
+    ] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Start over in a new folder next to OUT.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Add to an OUT that holds other configs.")] = False,
+    tracking: Annotated[str | None, typer.Option(help="Also log to mlflow, wandb or tensorboard.")] = None,
+    budget_usd: Annotated[
+        float | None, typer.Option("--budget-usd", help="Refuse to start above this estimate ($).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
+) -> None:
+    """Run every cell of the grid (default: the micro space on local Ray).
+
+    A rerun skips finished cells, resumes unfinished trials from their checkpoints and retries
+    failed ones (up to the space's max_retries)."""
+    from sweeper import plan as planning
+    from sweeper.launch import LaunchOptions
+    from sweeper.launch import launch_grid as run
+    from sweeper.space import load_space, resolve_space_path, select
+
+    chosen = select(load_space(space, set_ or ()), _split(methods), _split(scales))
+    grid = planning.make_plan(chosen)
+    if dry_run:
+        planning.print_plan(grid)
+        return
+    planning.check_budget(grid, budget_usd)
+    options = LaunchOptions(out=out, address=address, storage=storage, fresh=fresh, force=force,
+                            tracking=tracking)
+    result = run(grid, str(resolve_space_path(space)), options)
+    typer.echo(f"results: {result.out} (cells.parquet, curves.parquet; `sweeper status --out {result.out}`)")
+    if result.failed:
+        typer.echo(f"{result.failed} trial(s) failed {chosen.max_retries + 1} times; see the `error` column "
+                   f"of {result.out}/cells.parquet", err=True)
+        raise typer.Exit(1)
+    if result.pending:
+        typer.echo(f"{result.pending} trial(s) unfinished: rerun the same command to continue", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    out: Annotated[str, typer.Option(help="Sweep folder.")] = "sweeps/micro",
+    json_: JsonOption = False,
+) -> None:
+    """Show the trials of a sweep folder: status, steps, losses, device-hours used vs. planned."""
+    from pathlib import Path
+
+    from sweeper.status import collect, print_status, status_json
+
+    summary = collect(Path(out))
+    if json_:
+        typer.echo(status_json(summary))
+    else:
+        print_status(summary)
+
+
+app.command("methods")(method_commands.methods)
+ladder_app.command("build")(ladder_commands.build)
+ladder_app.command("show")(ladder_commands.show)
+app.command("fit")(analysis_commands.fit)
+app.command("report")(analysis_commands.report)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as err:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise

@@ -1,0 +1,12 @@
+"""The one exception type that means "the user gave bad input".
+
+The CLI turns a `UserError` into a single line on stderr and exit code 2 (no traceback). Anything
+else escaping a command is a failure of sweeper itself (exit code 1).
+"""
+
+
+class UserError(Exception):
+    """Bad input: a field, file or value that is not what was expected. The message is one line."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(message.split()))

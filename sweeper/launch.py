@@ -1,0 +1,207 @@
+"""`sweeper launch grid`: plan -> checks -> sweep folder -> Ray -> ledger (-> evaluation -> report).
+
+Everything that can be refused is checked before anything is written: the budget, the tracker,
+the folder (writable, not holding another space), Ray (starts or is reachable) and the cluster
+(every cell fits). A rerun of the same command skips finished cells, resumes unfinished trials from
+their checkpoints and retries failed ones up to `max_retries`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sweeper import provenance
+from sweeper.errors import UserError
+from sweeper.ledger import Ledger
+from sweeper.plan import Plan, to_json
+from sweeper.progress import LiveTable, TrialView
+from sweeper.space import Cell
+
+TRACKERS = ("mlflow", "wandb", "tensorboard")
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    out: str | None = None
+    address: str | None = None
+    storage: str | None = None
+    fresh: bool = False
+    force: bool = False
+    tracking: str | None = None
+    num_cpus: int | None = None
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    out: Path
+    recorded: int  # trial attempts recorded by this run
+    pending: int  # trials that still have to run (interrupted or failed)
+    failed: int
+
+
+def default_out(space_name: str) -> Path:
+    return Path("sweeps") / space_name
+
+
+def resolve_out(space_name: str, options: LaunchOptions) -> Path:
+    out = Path(options.out) if options.out else default_out(space_name)
+    if options.fresh and (out / "manifest.json").exists():
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        out = out.with_name(f"{out.name}-{stamp}")
+    return out
+
+
+def check_writable(out: Path) -> None:
+    """The folder, or the nearest existing parent it would be made in, must be writable."""
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"--out {out}: {probe} is a file, expected a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out}: {probe} is not writable")
+
+
+def check_same_space(ledger: Ledger, plan: Plan, force: bool) -> None:
+    """Refuse to mix two configurations of one grid point in one folder (unless --force)."""
+    manifest = ledger.manifest()
+    if manifest is None or force:
+        return
+    if manifest["space"]["name"] != plan.space.name:
+        raise UserError(f"--out {ledger.out} holds space {manifest['space']['name']!r}, not {plan.space.name!r}; "
+                        "use another --out, --fresh for a new folder, or --force")
+    recorded = {(c["method"], c["scale"]): c["id"] for c in manifest["cells"]}
+    for cell in plan.cells:
+        old = recorded.get((cell.method, cell.scale))
+        if old is not None and old != cell.id:
+            raise UserError(
+                f"--out {ledger.out} holds cell {cell.method}/{cell.scale} with a different config (id {old}, "
+                f"now {cell.id}); use --fresh for a new folder or --force to add to this one"
+            )
+
+
+@contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """One driver per sweep folder: a second launch on the same folder is refused, not interleaved."""
+    out.mkdir(parents=True, exist_ok=True)
+    handle = open(out / ".lock", "w")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"--out {out}: another sweeper is running on this folder") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def write_manifest(ledger: Ledger, plan: Plan, space_source: str) -> None:
+    import json
+
+    previous = ledger.manifest() or {}
+    known = {c["id"]: c for c in previous.get("cells", [])}
+    known.update({c.id: {"id": c.id, "method": c.method, "scale": c.scale} for c in plan.cells})
+    launch = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "argv": sys.argv[1:],
+              **provenance.collect()}
+    ledger.write_manifest({
+        "space": plan.space.model_dump(mode="json"),
+        "space_source": space_source,
+        "plan": json.loads(to_json(plan)),
+        "cells": list(known.values()),
+        "launches": [*previous.get("launches", []), launch],
+    })
+
+
+def trial_slots(cells: list[Cell]) -> list[Any]:
+    from sweeper.tune import TrialSlot
+
+    return [TrialSlot(cell, index) for cell in cells for index in range(cell.search.trials)]
+
+
+def pending_slots(slots: list[Any], ledger: Ledger, max_retries: int) -> tuple[list[Any], list[Any]]:
+    """(slots to run, slots given up on after too many failures)."""
+    finished_cells = ledger.finished_cells()
+    finished_trials = ledger.finished_trials()
+    todo, given_up = [], []
+    for slot in slots:
+        if slot.cell.id in finished_cells and slot.cell.search.trials == 1:
+            continue
+        if slot.key in finished_trials:
+            continue
+        if ledger.failures(slot.key) > max_retries:
+            given_up.append(slot)
+        else:
+            todo.append(slot)
+    return todo, given_up
+
+
+def views(slots: list[Any], ledger: Ledger) -> list[TrialView]:
+    rows = {r["row"]["trial_id"]: r["row"] for r in ledger.records() if r["row"]["status"] != "failed"}
+    result = []
+    for slot in slots:
+        cell = slot.cell
+        view = TrialView(trial_id=slot.key, cell_id=cell.id, method=cell.method, scale=cell.scale,
+                         steps_total=cell.recipe.steps,
+                         tokens_total=cell.recipe.steps * cell.recipe.global_batch * cell.data.seq_len)
+        row = rows.get(slot.key)
+        if row:
+            view.status, view.step, view.tokens = row["status"], row["steps"] or 0, row["tokens"] or 0
+            view.val_loss = row["final_val_loss"] if row["final_val_loss"] is not None else float("nan")
+            view.best_val_loss = row["best_val_loss"] if row["best_val_loss"] is not None else float("nan")
+        result.append(view)
+    return result
+
+
+def prepare_base_models(plan: Plan) -> None:
+    """Build what the trials share before they start (two trials must not build it twice at once)."""
+    from sweeper.models import get_ladder
+
+    ladder = get_ladder(plan.space.ladder)
+    ladder.prepare(list(plan.space.scales), plan.space.data)
+
+
+def launch_grid(plan: Plan, space_source: str, options: LaunchOptions) -> LaunchResult:
+    from sweeper import tune as tuning
+
+    if options.tracking is not None and options.tracking not in TRACKERS:
+        raise UserError(f"--tracking: unknown tracker {options.tracking!r}; valid: {', '.join(TRACKERS)}")
+    out = resolve_out(plan.space.name, options)
+    check_writable(out)
+    ledger = Ledger(out)
+    check_same_space(ledger, plan, options.force)
+    prepare_base_models(plan)
+    tuning.start_ray(options.address, options.num_cpus)
+    try:
+        tuning.check_fits(plan.cells, tuning.node_resources())
+        with exclusive(out):
+            write_manifest(ledger, plan, space_source)
+            ledger.rebuild_views()
+            ledger.clear_live()
+            slots = trial_slots(plan.cells)
+            todo, given_up = pending_slots(slots, ledger, plan.space.max_retries)
+            table = LiveTable(views(slots, ledger), title=f"sweep {plan.space.name} -> {out}")
+            recorded: list[str] = []
+            if todo:
+                store = options.storage or str((out / "checkpoints").resolve())
+                with table:
+                    recorded = tuning.run_trials(
+                        todo, ledger=ledger, store=store, max_failures=plan.space.max_retries,
+                        provenance=provenance.collect(), table=table, tracking=options.tracking,
+                        max_concurrent=plan.space.resources.max_concurrent_trials,
+                    )
+            ledger.clear_live()
+            still, given_up = pending_slots(slots, ledger, plan.space.max_retries)
+    finally:
+        tuning.stop_ray()
+    failed = len(given_up)
+    return LaunchResult(out=out, recorded=len(recorded), pending=len(still), failed=failed)

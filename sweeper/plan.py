@@ -1,0 +1,240 @@
+"""What a grid will cost before anything trains: parameters, tokens, FLOPs, device-hours, dollars.
+
+FLOPs per trial = (4 N + 2 N_trainable) T + 2 N T_eval   (Kaplan et al. 2020, appendix: 2 FLOPs per
+parameter per token forward; backward = activation gradients (2 N, through the frozen base too)
++ weight gradients (2 N_trainable)). Full fine-tuning gives 6 N T, a frozen base about 4 N T.
+N counts every parameter once (GPTBigCode ties the embedding and the output head, and the head's
+matmul is 2 x vocab x width FLOPs per token, so the embedding belongs in N).
+
+A cell with several search trials costs at most `trials` times one trial (ASHA may stop some early),
+so the plan is an upper bound.
+"""
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+from sweeper.errors import UserError
+from sweeper.space import Cell, Cost, Space, expand
+
+
+class Accelerator(NamedTuple):
+    peak_tflops: float  # dense bf16 peak (fp32 for CPUs), TFLOP/s
+    usd_per_hour: float  # on-demand price of one device
+    memory_gib: float
+
+
+# Peaks: NVIDIA datasheets (dense, no sparsity). Prices: AWS on-demand us-east-1, per GPU
+# (instance price / GPUs): p5.48xlarge $98.32/h, p4de.24xlarge $40.97/h, p4d.24xlarge $32.77/h,
+# g6.xlarge $0.805/h. `cpu-core`: one AVX-512 server core (2 x 256-bit FMA pipes at ~3 GHz,
+# fp32), priced as half a c7a.large ($0.103/h for 2 vCPUs). All overridable in the space's `cost:`.
+ACCELERATORS: dict[str, Accelerator] = {
+    "H100-80GB": Accelerator(989.0, 12.29, 80),
+    "A100-80GB": Accelerator(312.0, 5.12, 80),
+    "A100-40GB": Accelerator(312.0, 4.10, 40),
+    "L4": Accelerator(121.0, 0.805, 24),
+    "cpu-core": Accelerator(0.1, 0.0515, 8),
+}
+
+
+@dataclass(frozen=True)
+class CellEstimate:
+    cell_id: str
+    method: str
+    scale: str
+    total_params: int
+    trainable_params: int
+    trials: int
+    train_tokens: int  # per trial
+    eval_tokens: int  # per trial
+    flops: float  # all trials
+    device_hours: float
+    usd: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    space: Space
+    cells: list[Cell]
+    estimates: list[CellEstimate]
+    peak_tflops: float
+    utilization: float
+    usd_per_hour: float
+
+    @property
+    def total_flops(self) -> float:
+        return sum(e.flops for e in self.estimates)
+
+    @property
+    def total_device_hours(self) -> float:
+        return sum(e.device_hours for e in self.estimates)
+
+    @property
+    def total_usd(self) -> float:
+        return sum(e.usd for e in self.estimates)
+
+
+def accelerator_terms(cost: Cost) -> tuple[float, float]:
+    """(peak TFLOP/s, $ per device-hour) from the table, with the space's overrides applied."""
+    known = ACCELERATORS.get(cost.accelerator)
+    if known is None and (cost.peak_tflops is None or cost.usd_per_hour is None):
+        raise UserError(
+            f"cost.accelerator: unknown accelerator {cost.accelerator!r}; valid: {', '.join(ACCELERATORS)} "
+            "(or give cost.peak_tflops and cost.usd_per_hour)"
+        )
+    peak = cost.peak_tflops if cost.peak_tflops is not None else known.peak_tflops
+    price = cost.usd_per_hour if cost.usd_per_hour is not None else known.usd_per_hour
+    return peak, price
+
+
+def evaluations(steps: int, eval_every: int) -> int:
+    """Validation passes of one trial: at step 0 (the divergence baseline), every `eval_every`, and the last step."""
+    return 1 + steps // eval_every + (1 if steps % eval_every else 0)
+
+
+def trial_flops(total: int, trainable: int, train_tokens: int, eval_tokens: int) -> float:
+    return (4 * total + 2 * trainable) * train_tokens + 2 * total * eval_tokens
+
+
+def estimate_cell(cell: Cell, trainable: int, total: int, peak_tflops: float, utilization: float,
+                  usd_per_hour: float) -> CellEstimate:
+    recipe, data = cell.recipe, cell.data
+    train_tokens = recipe.steps * recipe.global_batch * data.seq_len
+    eval_tokens = evaluations(recipe.steps, recipe.eval_every) * data.max_val_sequences * data.seq_len
+    flops = cell.search.trials * trial_flops(total, trainable, train_tokens, eval_tokens)
+    device_hours = flops / (peak_tflops * 1e12 * utilization * 3600)
+    return CellEstimate(
+        cell_id=cell.id, method=cell.method, scale=cell.scale, total_params=total, trainable_params=trainable,
+        trials=cell.search.trials, train_tokens=train_tokens, eval_tokens=eval_tokens, flops=flops,
+        device_hours=device_hours, usd=device_hours * usd_per_hour,
+    )
+
+
+def make_plan(space: Space) -> Plan:
+    cells = expand(space)
+    peak, price = accelerator_terms(space.cost)
+    counts = ParameterCounts()
+    estimates = []
+    for cell in cells:
+        trainable, total = counts.get(cell)
+        estimates.append(estimate_cell(cell, trainable, total, peak, space.cost.utilization, price))
+    counts.save()
+    return Plan(space=space, cells=cells, estimates=estimates, peak_tflops=peak,
+                utilization=space.cost.utilization, usd_per_hour=price)
+
+
+class ParameterCounts:
+    """(trainable, total) per (architecture, method, settings), counted on the meta device and cached on
+    disk: counting needs torch + transformers + peft (~4 s of imports), a cached plan needs none."""
+
+    def __init__(self) -> None:
+        from sweeper.paths import cache_dir
+
+        self.path = cache_dir() / "parameter_counts.json"
+        try:
+            self.known: dict[str, list[int]] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.known = {}
+        self.dirty = False
+
+    def get(self, cell: Cell) -> tuple[int, int]:
+        from sweeper.models import get_ladder
+
+        arch = get_ladder(cell.ladder).scale(cell.scale).arch
+        key = _count_key(arch.model_dump(), cell.method, cell.method_config)
+        if key not in self.known:
+            from sweeper.methods import count_method_parameters
+
+            self.known[key] = list(count_method_parameters(arch, cell.method, cell.method_config))
+            self.dirty = True
+        trainable, total = self.known[key]
+        return trainable, total
+
+    def save(self) -> None:
+        if self.dirty:
+            from sweeper.io import atomic_write_json
+
+            # A read-only cache only costs a recount next time.
+            with contextlib.suppress(OSError):
+                atomic_write_json(self.path, self.known)
+
+
+def _count_key(arch: dict, method: str, config: dict) -> str:
+    versions = [importlib.metadata.version(p) for p in ("sweeper", "transformers", "peft")]
+    blob = json.dumps([arch, method, config, versions], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def check_budget(plan: Plan, budget_usd: float | None) -> None:
+    """Refuse a grid whose estimate exceeds the budget (CLI flag first, then the space's `budget_usd`)."""
+    if budget_usd is not None and (budget_usd < 0 or math.isnan(budget_usd)):
+        raise UserError(f"--budget-usd: expected a non-negative number of dollars (got {budget_usd})")
+    budget = budget_usd if budget_usd is not None else plan.space.budget_usd
+    if budget is not None and plan.total_usd > budget:
+        raise UserError(
+            f"estimated cost ${plan.total_usd:,.2f} ({plan.total_device_hours:,.1f} device-hours, "
+            f"{len(plan.cells)} cells) exceeds the budget ${budget:,.2f}; raise --budget-usd or shrink the grid"
+        )
+
+
+def to_json(plan: Plan) -> str:
+    return json.dumps(
+        {
+            "space": plan.space.name,
+            "ladder": plan.space.ladder,
+            "assumptions": {
+                "accelerator": plan.space.cost.accelerator,
+                "peak_tflops": plan.peak_tflops,
+                "utilization": plan.utilization,
+                "usd_per_hour": plan.usd_per_hour,
+                "flops_formula": "(4 N + 2 N_trainable) T + 2 N T_eval, per trial",
+            },
+            "cells": [asdict(e) for e in plan.estimates],
+            "totals": {
+                "cells": len(plan.estimates),
+                "flops": plan.total_flops,
+                "device_hours": plan.total_device_hours,
+                "usd": plan.total_usd,
+            },
+        },
+        indent=2,
+    )
+
+
+def human(n: float) -> str:
+    """1234567 -> '1.23M' (SI prefixes, three significant digits)."""
+    for unit, size in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.3g}"
+
+
+def print_plan(plan: Plan) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    space = plan.space
+    table = Table(title=f"plan: space {space.name!r}, ladder {space.ladder!r}, {len(plan.cells)} cells")
+    for column in ("cell", "method", "scale", "params", "trainable", "%", "trials", "tokens", "FLOPs",
+                   "device-h", "$"):
+        table.add_column(column, justify="left" if column in ("cell", "method", "scale") else "right")
+    for e in plan.estimates:
+        table.add_row(
+            e.cell_id, e.method, e.scale, human(e.total_params), human(e.trainable_params),
+            f"{100 * e.trainable_params / e.total_params:.3g}", str(e.trials), human(e.train_tokens),
+            human(e.flops), f"{e.device_hours:.3g}", f"{e.usd:,.2f}",
+        )
+    table.add_section()
+    table.add_row("total", "", "", "", "", "", "", "", human(plan.total_flops),
+                  f"{plan.total_device_hours:.3g}", f"{plan.total_usd:,.2f}")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"FLOPs = (4 N + 2 N_trainable) T + 2 N T_eval per trial; {space.cost.accelerator}: "
+        f"{plan.peak_tflops:g} TFLOP/s peak x {plan.utilization:g} utilisation, ${plan.usd_per_hour:g}/device-hour."
+        + (f" Budget: ${space.budget_usd:,.2f}." if space.budget_usd is not None else "")
+    )

@@ -1,0 +1,86 @@
+"""`sweeper status`: a sweep folder's trials (recorded, running, pending) and device-hours used vs. planned."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from sweeper.errors import UserError
+from sweeper.ledger import Ledger
+from sweeper.progress import TrialView, render_table
+from sweeper.space import Space, expand
+
+
+def collect(out: Path) -> dict[str, Any]:
+    ledger = Ledger(out)
+    manifest = ledger.manifest()
+    if manifest is None:
+        raise UserError(f"{out}: no manifest.json; expected a sweep folder made by `sweeper launch grid`")
+    space = Space.model_validate(manifest["space"])
+    from sweeper.launch import trial_slots, views
+
+    slots = trial_slots(expand(space))
+    table = views(slots, ledger)
+    by_key = {view.trial_id: view for view in table}
+    for live in ledger.live():
+        view = by_key.get(live.get("trial_id"))
+        if view is not None and view.status == "pending":
+            view.status = "running"
+            view.step, view.tokens = live.get("step") or 0, live.get("tokens") or 0
+            view.val_loss = _num(live.get("val_loss"))
+            view.best_val_loss = _num(live.get("best_val_loss"))
+            view.tokens_per_s = _num(live.get("tokens_per_s"))
+    records = [r["row"] for r in ledger.records()]
+    for row in records:
+        view = by_key.get(row["trial_id"])
+        if row["status"] == "failed" and view is not None and view.status == "pending":
+            view.status = "failed"
+    used = sum(row["device_hours"] or 0.0 for row in records)
+    planned = manifest["plan"]["totals"]["device_hours"]
+    return {
+        "out": str(out),
+        "space": space.name,
+        "trials": [_view_dict(v) for v in table],
+        "cells_done": len({v.cell_id for v in table if v.status == "done"}),
+        "cells_total": len({v.cell_id for v in table}),
+        "attempts_recorded": len(records),
+        "device_hours_used": used,
+        "device_hours_planned": planned,
+    }
+
+
+def _num(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _view_dict(view: TrialView) -> dict[str, Any]:
+    return {
+        "trial_id": view.trial_id, "cell_id": view.cell_id, "method": view.method, "scale": view.scale,
+        "status": view.status, "step": view.step, "steps_total": view.steps_total, "tokens": view.tokens,
+        "val_loss": None if math.isnan(view.val_loss) else view.val_loss,
+        "best_val_loss": None if math.isnan(view.best_val_loss) else view.best_val_loss,
+    }
+
+
+def print_status(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    views = [
+        TrialView(trial_id=t["trial_id"], cell_id=t["cell_id"], method=t["method"], scale=t["scale"],
+                  steps_total=t["steps_total"], status=t["status"], step=t["step"], tokens=t["tokens"],
+                  val_loss=_num(t["val_loss"]), best_val_loss=_num(t["best_val_loss"]))
+        for t in summary["trials"]
+    ]
+    console = Console()
+    console.print(render_table(views, f"sweep {summary['space']!r} in {summary['out']}"))
+    console.print(
+        f"{summary['cells_done']}/{summary['cells_total']} cells done, {summary['attempts_recorded']} trial "
+        f"attempts recorded; device-hours used {summary['device_hours_used']:.3g} of "
+        f"{summary['device_hours_planned']:.3g} planned"
+    )
+
+
+def status_json(summary: dict[str, Any]) -> str:
+    return json.dumps(summary, indent=2)
