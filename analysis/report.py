@@ -208,10 +208,11 @@ def _method_blocks(analysis: Analysis) -> list[Block]:
 
 def print_blocks(title: str, blocks: list[Block]) -> None:
     """Headings, paragraphs and tables on the terminal (figures are files: not shown)."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from sweeper.console import console as make_console
+
+    console = make_console()
     console.rule(title)
     for block in blocks:
         if block.kind in ("h2", "h3"):

@@ -67,7 +67,8 @@ class TorchEngine:
         self.world, self.device = world, device
         if world > 1:
             ids = [device.index] if device.type == "cuda" else None
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+            # Gradients live in DDP's buckets instead of beside them: 4 bytes per trainable parameter less.
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
         self.model = model
         self.optimizer = torch.optim.AdamW(
             parameter_groups(self.module, recipe.weight_decay), lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS

@@ -10,9 +10,6 @@ A cell with several search trials costs at most `trials` times one trial (ASHA m
 so the plan is an upper bound.
 """
 
-import contextlib
-import hashlib
-import importlib.metadata
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -117,56 +114,33 @@ def estimate_cell(cell: Cell, trainable: int, total: int, peak_tflops: float, ut
 def make_plan(space: Space) -> Plan:
     cells = expand(space)
     peak, price = accelerator_terms(space.cost)
-    counts = ParameterCounts()
-    estimates = []
-    for cell in cells:
-        trainable, total = counts.get(cell)
-        estimates.append(estimate_cell(cell, trainable, total, peak, space.cost.utilization, price))
-    counts.save()
+    estimates = [
+        estimate_cell(cell, trainable, total, peak, space.cost.utilization, price)
+        for cell, (trainable, total) in zip(cells, parameter_counts(cells), strict=True)
+    ]
     return Plan(space=space, cells=cells, estimates=estimates, peak_tflops=peak,
                 utilization=space.cost.utilization, usd_per_hour=price)
 
 
-class ParameterCounts:
-    """(trainable, total) per (architecture, method, settings), counted on the meta device and cached on
-    disk: counting needs torch + transformers + peft (~4 s of imports), a cached plan needs none."""
+def parameter_counts(cells: list[Cell]) -> list[tuple[int, int]]:
+    """(trainable, total) per cell: counted on the meta device once, then remembered on disk."""
+    from sweeper.memo import DiskMemo
+    from sweeper.models import get_ladder
 
-    def __init__(self) -> None:
-        from sweeper.paths import cache_dir
-
-        self.path = cache_dir() / "parameter_counts.json"
-        try:
-            self.known: dict[str, list[int]] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.known = {}
-        self.dirty = False
-
-    def get(self, cell: Cell) -> tuple[int, int]:
-        from sweeper.models import get_ladder
-
+    memo = DiskMemo("parameter_counts")
+    counts = []
+    for cell in cells:
         arch = get_ladder(cell.ladder).scale(cell.scale).arch
-        key = _count_key(arch.model_dump(), cell.method, cell.method_config)
-        if key not in self.known:
+
+        def count(cell: Cell = cell, arch=arch) -> list[int]:
             from sweeper.methods import count_method_parameters
 
-            self.known[key] = list(count_method_parameters(arch, cell.method, cell.method_config))
-            self.dirty = True
-        trainable, total = self.known[key]
-        return trainable, total
+            return list(count_method_parameters(arch, cell.method, cell.method_config))
 
-    def save(self) -> None:
-        if self.dirty:
-            from sweeper.io import atomic_write_json
-
-            # A read-only cache only costs a recount next time.
-            with contextlib.suppress(OSError):
-                atomic_write_json(self.path, self.known)
-
-
-def _count_key(arch: dict, method: str, config: dict) -> str:
-    versions = [importlib.metadata.version(p) for p in ("sweeper", "transformers", "peft")]
-    blob = json.dumps([arch, method, config, versions], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+        trainable, total = memo.get([arch.model_dump(), cell.method, cell.method_config], count)
+        counts.append((trainable, total))
+    memo.save()
+    return counts
 
 
 def check_budget(plan: Plan, budget_usd: float | None) -> None:
@@ -214,8 +188,9 @@ def human(n: float) -> str:
 
 
 def print_plan(plan: Plan) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from sweeper.console import console as make_console
 
     space = plan.space
     table = Table(title=f"plan: space {space.name!r}, ladder {space.ladder!r}, {len(plan.cells)} cells")
@@ -231,7 +206,7 @@ def print_plan(plan: Plan) -> None:
     table.add_section()
     table.add_row("total", "", "", "", "", "", "", "", human(plan.total_flops),
                   f"{plan.total_device_hours:.3g}", f"{plan.total_usd:,.2f}")
-    console = Console()
+    console = make_console()
     console.print(table)
     console.print(
         f"FLOPs = (4 N + 2 N_trainable) T + 2 N T_eval per trial; {space.cost.accelerator}: "

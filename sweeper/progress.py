@@ -12,6 +12,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from sweeper.console import console as make_console
+
 STATUS_STYLE = {"done": "green", "running": "cyan", "pending": "dim", "stopped-early": "yellow",
                 "diverged": "red", "failed": "bold red"}
 
@@ -85,7 +87,7 @@ class LiveTable:
     def __init__(self, views: list[TrialView], title: str, console: Console | None = None):
         self.views = {v.trial_id: v for v in views}
         self.title = title
-        self.console = console or Console()
+        self.console = console or make_console()
         self.started = time.time()
         self.live: Live | None = None
 

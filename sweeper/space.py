@@ -312,13 +312,25 @@ def select(space: Space, methods: list[str] | None = None, scales: list[str] | N
     return space.model_copy(update=updates)
 
 
+def resolve_method(method: str, settings: dict[str, Any], source: str, memo: Any = None) -> dict[str, Any]:
+    """The method's full config (defaults filled in), remembered on disk when `memo` is given."""
+
+    def resolve() -> dict[str, Any]:
+        from sweeper.methods import resolve_method_config
+
+        return resolve_method_config(method, settings, source=source)
+
+    return memo.get(["method_config", method, settings], resolve) if memo is not None else resolve()
+
+
 def expand(space: Space) -> list[Cell]:
     """Every (method, scale) cell with its resolved config, methods outer, scales inner (ladder order)."""
-    from sweeper.methods import resolve_method_config
+    from sweeper.memo import DiskMemo
 
+    memo = DiskMemo("method_configs")
     cells = []
     for method, settings in space.methods.items():
-        method_config = resolve_method_config(method, settings, source=f"{space.name}: methods.{method}")
+        method_config = resolve_method(method, settings, f"{space.name}: methods.{method}", memo)
         for scale in space.scales:
             raw: dict[str, Any] = {
                 "space": space.name,
@@ -338,6 +350,7 @@ def expand(space: Space) -> list[Cell]:
             cell = Cell.parse(raw, f"{space.name}: cell {method}/{scale}")
             _check_batch(cell)
             cells.append(cell)
+    memo.save()
     return cells
 
 
@@ -354,9 +367,7 @@ def _apply_override(raw: dict[str, Any], assignments: dict[str, Any], source: st
             raise UserError(f"{source}: set: {key!r} is not a field of a cell")
         node[parts[-1]] = value
     if "method_config" in {key.split(".")[0] for key in assignments}:
-        from sweeper.methods import resolve_method_config
-
-        updated["method_config"] = resolve_method_config(updated["method"], updated["method_config"], source)
+        updated["method_config"] = resolve_method(updated["method"], updated["method_config"], source)
     return updated
 
 

@@ -65,7 +65,7 @@ def _view_dict(view: TrialView) -> dict[str, Any]:
 
 
 def print_status(summary: dict[str, Any]) -> None:
-    from rich.console import Console
+    from sweeper.console import console as make_console
 
     views = [
         TrialView(trial_id=t["trial_id"], cell_id=t["cell_id"], method=t["method"], scale=t["scale"],
@@ -73,7 +73,7 @@ def print_status(summary: dict[str, Any]) -> None:
                   val_loss=_num(t["val_loss"]), best_val_loss=_num(t["best_val_loss"]))
         for t in summary["trials"]
     ]
-    console = Console()
+    console = make_console()
     console.print(render_table(views, f"sweep {summary['space']!r} in {summary['out']}"))
     console.print(
         f"{summary['cells_done']}/{summary['cells_total']} cells done, {summary['attempts_recorded']} trial "

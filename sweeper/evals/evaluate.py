@@ -1,0 +1,146 @@
+"""Entry points: evaluate a loaded model on tasks, or score generations someone already sampled."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sweeper.errors import UserError
+
+if TYPE_CHECKING:
+    from sweeper.evals.sandbox import Sandbox
+    from sweeper.models import LoadedModel
+
+ROW_KEYS = ("task", "metric", "value", "n", "k", "settings")
+
+
+def check_task_names(tasks: list[str]) -> list[str]:
+    from sweeper.evals.tasks import TASKS
+
+    if not tasks:
+        raise UserError("--tasks: no task given; valid tasks: " + ", ".join(TASKS.names()))
+    for name in tasks:
+        TASKS.get(name)
+    return tasks
+
+
+def evaluate_model(
+    loaded: LoadedModel,
+    tasks: list[str],
+    *,
+    n_samples: int,
+    temperature: float,
+    limit: int | None = None,
+    batch_size: int = 8,
+    out_dir: Path | None = None,
+    data: Path | None = None,
+    max_new_tokens: int = 512,
+    sandbox: Sandbox | None = None,
+) -> list[dict]:
+    """Run `tasks` on a model; one row per (task, metric): task, metric, value, n, k, settings (JSON).
+
+    With `out_dir`, each task's generations are saved as `generations_<task>.json`
+    (bigcode-evaluation-harness format) with its other artifacts and the seconds each task took.
+    """
+    from rich.console import Console
+
+    from sweeper.evals.lm import HFLanguageModel
+    from sweeper.evals.sandbox import Sandbox
+    from sweeper.evals.tasks import TASKS, Context
+
+    check_task_names(tasks)
+    if n_samples < 1:
+        raise UserError(f"--n-samples must be at least 1 (got {n_samples})")
+    if temperature < 0:
+        raise UserError(f"--temperature must be >= 0 (got {temperature})")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1 (got {limit})")
+    console = Console(stderr=True)
+    lm = HFLanguageModel(loaded, batch_size=batch_size)
+    own_sandbox = sandbox is None
+    sandbox = sandbox or Sandbox()
+    rows: list[dict] = []
+    timings: dict[str, float] = {}
+    try:
+        ctx = Context(sandbox, n_samples, temperature, limit, max_new_tokens, data)
+        for name in tasks:
+            started = time.perf_counter()
+            result = TASKS.get(name)().evaluate(lm, ctx)
+            timings[name] = round(time.perf_counter() - started, 3)
+            console.print(f"[dim]{name}: {timings[name]:.1f} s[/dim]")
+            settings = {**ctx.settings(), **result.details, "model": loaded.source,
+                        "sandbox": sandbox.settings(), "batch_size": batch_size}
+            rows.extend(_rows(name, result.metrics, settings))
+            if out_dir is not None:
+                _save(Path(out_dir), name, result)
+    finally:
+        if own_sandbox:
+            sandbox.close()
+    if out_dir is not None:
+        from sweeper.io import atomic_write_json
+
+        atomic_write_json(Path(out_dir) / "timings.json", {"seconds_per_task": timings})
+    return rows
+
+
+def _rows(task: str, metrics: list, settings: dict) -> list[dict]:
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return [{"task": task, "metric": m.name, "value": m.value, "n": m.n, "k": m.k, "settings": text} for m in metrics]
+
+
+def _save(out_dir: Path, task: str, result) -> None:
+    from sweeper.io import atomic_write_json
+
+    if result.generations is not None:
+        atomic_write_json(out_dir / f"generations_{task}.json", result.generations)
+    for name, artifact in result.artifacts.items():
+        atomic_write_json(out_dir / f"{task}.{name}.json", artifact)
+
+
+def read_generations(path: Path) -> list[list[str]]:
+    """A bigcode-evaluation-harness generations file (.json or .json.gz): a list per problem of programs."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt", encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError, EOFError) as err:
+        raise UserError(f"{path}: cannot read ({err})") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+
+
+def score_generations(
+    task: str, generations_path: Path, *, data: Path | None = None, timeout_s: float | None = None,
+    sandbox: Sandbox | None = None,
+) -> dict:
+    """Score saved generations of a program task; returns metrics, settings and provenance."""
+    from sweeper import provenance
+    from sweeper.evals.sandbox import Sandbox, SandboxLimits
+    from sweeper.evals.tasks import TASKS, Context
+
+    runner = TASKS.get(task)()
+    generations = read_generations(generations_path)
+    own_sandbox = sandbox is None
+    if sandbox is None:
+        sandbox = Sandbox(SandboxLimits(timeout_s=timeout_s) if timeout_s else None)
+    try:
+        n_samples = min((len(g) for g in generations if isinstance(g, list)), default=0)
+        ctx = Context(sandbox, n_samples=n_samples, data=data)
+        result = runner.score(generations, ctx)
+        settings = {**ctx.settings(), **result.details, "sandbox": sandbox.settings(),
+                    "generations": str(generations_path), "temperature": None}
+    finally:
+        if own_sandbox:
+            sandbox.close()
+    return {
+        "task": task,
+        "metrics": [{"metric": m.name, "value": m.value, "n": m.n, "k": m.k} for m in result.metrics],
+        "settings": settings,
+        "provenance": provenance.collect(),
+    }

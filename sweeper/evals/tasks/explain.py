@@ -1,0 +1,91 @@
+"""HumanEvalExplain: describe the canonical solution, then write the code back from the description.
+
+Stage 1 (bigcode's ExplainDescribe): `Question: {declaration}{canonical solution}\nProvide a concise
+natural language description of the code using at most {len(docstring)} characters.\n\nAnswer:`; the
+description is cut to that many characters, and code lines it copies (> 20 characters) are removed.
+Stage 2 (ExplainSynthesize): `Question: {description}\nWrite functional code in Python according to
+the description.\n\nAnswer:\n{declaration}`: the declaration has no docstring, and the prompt is
+checked not to contain the original docstring, so the code can only come from the description.
+One program is sampled per description; n descriptions per problem give pass@k as usual.
+"""
+
+from __future__ import annotations
+
+from sweeper.evals.lm import LanguageModel
+from sweeper.evals.problems import Problem
+from sweeper.evals.tasks.base import (
+    STOP_WORDS,
+    TASKS,
+    Context,
+    ProgramItem,
+    ProgramTask,
+    TaskResult,
+    complete_program,
+    octopack_prompt,
+)
+
+MIN_COPIED_LINE = 20  # bigcode's remove_code: longer solution lines found in a description are dropped
+
+
+class DocstringLeak(RuntimeError):
+    """A stage-2 prompt contains the original docstring: the task would measure copying, not explaining."""
+
+
+def describe_prompt(problem: Problem) -> str:
+    question = (
+        f"{problem.declaration}{problem.canonical_solution}\nProvide a concise natural language description "
+        f"of the code using at most {len(problem.docstring)} characters."
+    )
+    return octopack_prompt(question)
+
+
+def clean_description(text: str, problem: Problem) -> str:
+    text = text.strip()[: len(problem.docstring)].rstrip()
+    for line in problem.canonical_solution.split("\n"):
+        line = line.strip()
+        if len(line) > MIN_COPIED_LINE and line in text:
+            text = text.replace(line, "")
+    return text
+
+
+def synthesize_prompt(problem: Problem, description: str) -> str:
+    prompt = octopack_prompt(
+        f"{description}\nWrite functional code in Python according to the description.", problem.declaration
+    )
+    check_no_leak(prompt, problem, description)
+    return prompt
+
+
+def check_no_leak(prompt: str, problem: Problem, description: str) -> None:
+    """The docstring may reach stage 2 only through the model's own description."""
+    scaffold = prompt.replace(description, "") if description else prompt
+    leaked = [line.strip() for line in problem.docstring.splitlines() if len(line.strip()) > MIN_COPIED_LINE]
+    if any(line in scaffold for line in leaked) or (problem.docstring.strip() and problem.docstring.strip() in scaffold):
+        raise DocstringLeak(f"{problem.task_id}: the explain-synthesize prompt contains the original docstring")
+
+
+@TASKS.register("humanevalexplain")
+class Explain(ProgramTask):
+    name = "humanevalexplain"
+    summary = "describe the code, then rewrite it from the description alone; pass@k of the rewrites"
+
+    def items(self, ctx: Context) -> list[ProgramItem]:
+        # Scoring saved programs needs only the tests: the prompts of stage 2 depend on the descriptions.
+        return [ProgramItem("", p.declaration, p.test, i) for i, p in enumerate(ctx.problems())]
+
+    def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
+        problems = ctx.problems()
+        descriptions = lm.generate(
+            [describe_prompt(p) for p in problems], n=ctx.n_samples, temperature=ctx.temperature,
+            max_new_tokens=ctx.max_new_tokens, stop=("<|endoftext|>", "\nQuestion:"),
+        )
+        prompts = [
+            synthesize_prompt(p, clean_description(d, p)) for p, ds in zip(problems, descriptions, strict=True) for d in ds
+        ]
+        completions = iter(lm.generate(
+            prompts, n=1, temperature=ctx.temperature, max_new_tokens=ctx.max_new_tokens, stop=STOP_WORDS,
+        ))
+        programs = [[complete_program(p.declaration, next(completions)[0]) for _ in ds] for p, ds in zip(problems, descriptions, strict=True)]
+        result = self.score(programs, ctx)
+        result.artifacts["descriptions"] = [[clean_description(d, p) for d in ds] for p, ds in zip(problems, descriptions, strict=True)]
+        return result

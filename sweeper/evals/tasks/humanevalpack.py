@@ -1,0 +1,113 @@
+"""HumanEvalPack's generative tasks (synthesize, fix, fix on mutants) and their likelihood variants.
+
+Prompts follow bigcode-evaluation-harness's `humanevalpack.py` with the "octocoder" prompt:
+- synthesize: `Question: {instruction}\n\nAnswer:\n{prompt}`; the program is prompt + completion.
+- fix (HumanEvalFixTests): `Question: {declaration}{buggy solution}\n{tests}\nFix bugs in {f}.\n\n
+  Answer:\n{declaration}`; the program is declaration + completion.
+"""
+
+from __future__ import annotations
+
+from sweeper.evals.mutate import failing_mutants
+from sweeper.evals.problems import Problem
+from sweeper.evals.tasks.base import (
+    TASKS,
+    Choice,
+    ChoiceTask,
+    Context,
+    ProgramItem,
+    ProgramTask,
+    octopack_prompt,
+)
+
+
+def synthesize_item(problem: Problem, group: int) -> ProgramItem:
+    return ProgramItem(octopack_prompt(problem.instruction.strip(), problem.prompt), problem.prompt, problem.test, group)
+
+
+def fix_item(problem: Problem, group: int) -> ProgramItem:
+    assert problem.buggy_solution is not None
+    context = problem.declaration + problem.buggy_solution + "\n" + problem.test
+    question = f"{context}\nFix bugs in {problem.entry_point}."
+    return ProgramItem(octopack_prompt(question, problem.declaration), problem.declaration, problem.test, group)
+
+
+def continuation(prompt: str, prefix: str, solution: str) -> str:
+    """What the model must produce after the (right-stripped) prompt for `prefix + solution`."""
+    whole = prefix + solution
+    return whole[len(prefix.rstrip()):] if prompt.endswith(prefix.rstrip()) else solution
+
+
+def mutated_problems(ctx: Context) -> list[Problem]:
+    """Problems with an injected bug that fails the tests (see sweeper.evals.mutate)."""
+    return failing_mutants(ctx.problems(), ctx.sandbox)
+
+
+@TASKS.register("humanevalsynthesize")
+class Synthesize(ProgramTask):
+    name = "humanevalsynthesize"
+    summary = "write the function from its docstring; pass@k of the programs executed with HumanEval's tests"
+
+    def items(self, ctx: Context) -> list[ProgramItem]:
+        return [synthesize_item(p, i) for i, p in enumerate(ctx.problems())]
+
+
+@TASKS.register("humanevalfix")
+class Fix(ProgramTask):
+    name = "humanevalfix"
+    summary = "fix HumanEvalPack's human-written bug given the tests (HumanEvalFixTests); pass@k"
+
+    def items(self, ctx: Context) -> list[ProgramItem]:
+        return [fix_item(p, i) for i, p in enumerate(ctx.problems(need_bugs=True))]
+
+
+@TASKS.register("humanevalfix-mutated")
+class FixMutated(ProgramTask):
+    name = "humanevalfix-mutated"
+    summary = "fix an injected bug (HumanEvalFix's six bug types, offline) given the tests; pass@k"
+
+    def items(self, ctx: Context) -> list[ProgramItem]:
+        return [fix_item(p, i) for i, p in enumerate(mutated_problems(ctx))]
+
+
+@TASKS.register("humanevalsynthesize-ll")
+class SynthesizeLikelihood(ChoiceTask):
+    name = "humanevalsynthesize-ll"
+    summary = ("likelihood: rank the canonical solution above a buggy one and another problem's solution, "
+               "after the synthesize prompt")
+
+    def choices(self, ctx: Context) -> list[Choice]:
+        problems = [p for p in problems_with_bugs(ctx) if p.buggy_solution is not None]
+        items = []
+        for index, problem in enumerate(problems):
+            other = problems[(index + 1) % len(problems)]
+            prompt = synthesize_item(problem, index).prompt
+            options = tuple(
+                continuation(prompt, problem.prompt, solution)
+                for solution in (problem.canonical_solution, problem.buggy_solution, other.canonical_solution)
+            )
+            items.append(Choice(prompt, options, 0))
+        return items
+
+
+@TASKS.register("humanevalfix-ll")
+class FixLikelihood(ChoiceTask):
+    name = "humanevalfix-ll"
+    summary = "likelihood: after the fix prompt, rank the fixed (canonical) solution above the unchanged buggy one"
+
+    def choices(self, ctx: Context) -> list[Choice]:
+        items = []
+        for index, problem in enumerate(problems_with_bugs(ctx)):
+            prompt = fix_item(problem, index).prompt
+            options = tuple(
+                continuation(prompt, problem.declaration, solution)
+                for solution in (problem.canonical_solution, problem.buggy_solution)
+            )
+            items.append(Choice(prompt, options, 0))
+        return items
+
+
+def problems_with_bugs(ctx: Context) -> list[Problem]:
+    """HumanEvalPack's human-written bugs when a local copy is given, else the offline mutants."""
+    return ctx.problems(need_bugs=True) if ctx.data is not None else mutated_problems(ctx)
+
