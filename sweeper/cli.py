@@ -52,6 +52,10 @@ gives about 4 N T. T_eval = validation tokens x number of evaluations (forward o
 Device-hours = FLOPs / (peak FLOP/s x utilisation x 3600); $ = device-hours x price per hour.
 Peak, utilisation and price come from the accelerator table and `cost:` in the space (overridable
 with --set cost.peak_tflops=..., cost.utilization=..., cost.usd_per_hour=...).
+
+On GPU accelerators each cell also gets its peak memory per GPU (weights, gradients, optimizer
+states, activations at micro_batch x seq_len, with its ZeRO stage and activation checkpointing)
+and the fewest GPUs of that size it fits on (--gpu-memory-gib picks another node type).
 """
 
 
@@ -65,13 +69,19 @@ def plan(
     set_: SetOption = None,
     methods: MethodsOption = None,
     scales: ScalesOption = None,
+    gpu_memory_gib: Annotated[
+        float | None,
+        typer.Option("--gpu-memory-gib", help="GPU memory of the node type to plan for (default: the accelerator's)."),
+    ] = None,
     json_: JsonOption = False,
 ) -> None:
     from sweeper import plan as planning
     from sweeper.space import load_space, select
 
+    if gpu_memory_gib is not None and not gpu_memory_gib > 0:
+        raise UserError(f"--gpu-memory-gib: expected a positive number of GiB (got {gpu_memory_gib})")
     chosen = select(load_space(space, set_ or ()), _split(methods), _split(scales))
-    grid = planning.make_plan(chosen)
+    grid = planning.make_plan(chosen, gpu_memory_gib)
     if json_:
         typer.echo(planning.to_json(grid))
     else:
@@ -98,8 +108,12 @@ def launch_grid(
         float | None, typer.Option("--budget-usd", help="Refuse to start above this estimate ($).")
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and exit.")] = False,
+    evaluate: Annotated[bool, typer.Option(
+        help="Then evaluate the tuned models (`sweeper eval`; CPU grids only, GPU clusters run it separately).")] = True,
+    eval_limit: Annotated[int, typer.Option("--eval-limit", help="Problems per task in that evaluation.")] = 40,
+    report: Annotated[bool, typer.Option(help="Then fit scaling laws and write the report (`sweeper report`).")] = True,
 ) -> None:
-    """Run every cell of the grid (default: the micro space on local Ray).
+    """Run every cell of the grid (default: the micro space on local Ray), then evaluate and report.
 
     A rerun skips finished cells, resumes unfinished trials from their checkpoints and retries
     failed ones (up to the space's max_retries)."""
@@ -117,7 +131,18 @@ def launch_grid(
     options = LaunchOptions(out=out, address=address, storage=storage, fresh=fresh, force=force,
                             tracking=tracking)
     result = run(grid, str(resolve_space_path(space)), options)
-    typer.echo(f"results: {result.out} (cells.parquet, curves.parquet; `sweeper status --out {result.out}`)")
+    typer.echo(f"ledger: {result.out}/cells.parquet, curves.parquet (`sweeper status --out {result.out}`)")
+    complete = not (result.failed or result.pending)
+    on_cpu = all(cell.resources.gpus_per_worker == 0 for cell in grid.cells)
+    if complete and evaluate and on_cpu:
+        from sweeper.evals.sweep import evaluate_sweep
+
+        evals = evaluate_sweep(result.out, None, None, n_samples=1, temperature=0.0, limit=eval_limit)
+        typer.echo(f"downstream scores: {evals}")
+    elif complete and evaluate:
+        typer.echo(f"evaluate the tuned models on a GPU node: sweeper eval --out {result.out}")
+    if complete and report:
+        analysis_commands.report(str(result.out))
     if result.failed:
         typer.echo(f"{result.failed} trial(s) failed {chosen.max_retries + 1} times; see the `error` column "
                    f"of {result.out}/cells.parquet", err=True)

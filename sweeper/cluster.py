@@ -375,12 +375,15 @@ def _docker_env(options: Sequence[str]) -> dict[str, str]:
 
 def check_cells_fit(cells: Sequence[Cell], memory_plan: Mapping[str, MemoryEstimate],
                     node_types: Sequence[NodeType]) -> None:
-    """Before a launch: every cell must fit one node of some node type that can exist (all its workers on
-    one node: their GPUs and CPUs, and its memory estimate within each GPU's usable memory)."""
+    """Before a launch: every cell's workers must fit the nodes that can exist. A worker needs its CPUs
+    and GPUs on one node and its memory estimate within each GPU's usable memory; the workers of one
+    trial may span nodes (Ray Train places them with a placement group)."""
     candidates = [node for node in node_types if node.head or node.max_workers > 0]
     for cell in cells:
         estimate = memory_plan[cell.id]
-        if not any(_fits(cell, estimate, node) for node in candidates):
+        slots = sum(_worker_slots(cell, estimate, node) * (1 if node.head else node.max_workers)
+                    for node in candidates)
+        if slots < cell.resources.workers:
             raise UserError(f"cell {cell.method}/{cell.scale} ({cell.id}) fits no node type: "
                             f"{_need(cell, estimate)}; {_largest(candidates)}")
 
@@ -391,23 +394,23 @@ def _ranks_per_gpu(cell: Cell) -> int:
     return 1 if share >= 1 else int(1 // share)
 
 
-def _fits(cell: Cell, estimate: MemoryEstimate, node: NodeType) -> bool:
+def _worker_slots(cell: Cell, estimate: MemoryEstimate, node: NodeType) -> int:
+    """How many of the cell's workers one node of this type can hold."""
     r = cell.resources
-    if node.cpus is not None and r.workers * r.cpus_per_worker > node.cpus:
-        return False
+    by_cpu = int(node.cpus // r.cpus_per_worker) if node.cpus is not None else r.workers
     if r.gpus_per_worker == 0:
-        return True
-    if r.workers * r.gpus_per_worker > node.gpus or node.gpu_memory_gib is None:
-        return False
-    return estimate.total_gib * _ranks_per_gpu(cell) <= usable_gib(node.gpu_memory_gib)
+        return by_cpu
+    if node.gpu_memory_gib is None or estimate.total_gib * _ranks_per_gpu(cell) > usable_gib(node.gpu_memory_gib):
+        return 0
+    return min(by_cpu, int(node.gpus // r.gpus_per_worker))
 
 
 def _need(cell: Cell, estimate: MemoryEstimate) -> str:
     r = cell.resources
     cpus = f"{r.workers * r.cpus_per_worker:g} CPUs"
     if r.gpus_per_worker == 0:
-        return f"it needs {cpus} on one node"
-    return (f"it needs {r.workers * r.gpus_per_worker:g} GPU(s) and {cpus} on one node and "
+        return f"it needs {cpus} ({r.workers} worker(s) of {r.cpus_per_worker:g})"
+    return (f"it needs {r.workers} worker(s) of {r.gpus_per_worker:g} GPU and {r.cpus_per_worker:g} CPUs, "
             f"{estimate.total_gib * _ranks_per_gpu(cell):.1f} GiB per GPU (weights {estimate.weights_gib:.1f}, "
             f"gradients {estimate.gradients_gib:.1f}, optimizer {estimate.optimizer_gib:.1f}, activations "
             f"{estimate.activations_gib:.1f}, buffers {estimate.buffers_gib:.1f})")

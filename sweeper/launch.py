@@ -60,14 +60,19 @@ def resolve_out(space_name: str, options: LaunchOptions) -> Path:
 
 
 def check_writable(out: Path) -> None:
-    """The folder, or the nearest existing parent it would be made in, must be writable."""
+    """The folder, or the nearest existing parent it would be made in, must take a new folder: tried
+    for real (and removed at once), since permission bits say nothing for root or read-only mounts."""
+    import tempfile
+
     probe = out
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir():
         raise UserError(f"--out {out}: {probe} is a file, expected a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: {probe} is not writable")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sweeper-probe-", dir=probe))
+    except OSError as err:
+        raise UserError(f"--out {out}: {probe} is not writable ({err.strerror})") from None
 
 
 def check_same_space(ledger: Ledger, plan: Plan, force: bool) -> None:
@@ -170,8 +175,29 @@ def prepare_base_models(plan: Plan) -> None:
     ladder.prepare(list(plan.space.scales), plan.space.data)
 
 
+def memory_plan(plan: Plan) -> dict[str, Any]:
+    from sweeper.memory import estimate_memory
+
+    return {cell.id: estimate_memory(cell, e.trainable_params, e.total_params)
+            for cell, e in zip(plan.cells, plan.estimates, strict=True)}
+
+
+def storage_for(out: Path, options: LaunchOptions, nodes: int) -> str:
+    """Checkpoints go where every node can reach them: --storage, $SWEEPER_STORAGE, or (one node) OUT."""
+    from sweeper.cluster import STORAGE_ENV
+
+    storage = options.storage or os.environ.get(STORAGE_ENV)
+    if storage:
+        return storage
+    if nodes > 1:
+        raise UserError(f"--storage: the cluster has {nodes} nodes; give checkpoint storage every node reaches "
+                        f"(s3://..., gs://..., or a shared mount) with --storage or ${STORAGE_ENV}")
+    return str((out / "checkpoints").resolve())
+
+
 def launch_grid(plan: Plan, space_source: str, options: LaunchOptions) -> LaunchResult:
     from sweeper import tune as tuning
+    from sweeper.cluster import check_cells_fit
 
     if options.tracking is not None and options.tracking not in TRACKERS:
         raise UserError(f"--tracking: unknown tracker {options.tracking!r}; valid: {', '.join(TRACKERS)}")
@@ -180,9 +206,10 @@ def launch_grid(plan: Plan, space_source: str, options: LaunchOptions) -> Launch
     ledger = Ledger(out)
     check_same_space(ledger, plan, options.force)
     prepare_base_models(plan)
-    tuning.start_ray(options.address, options.num_cpus)
+    started = tuning.start_ray(options.address, options.num_cpus)
     try:
-        tuning.check_fits(plan.cells, tuning.node_resources())
+        check_cells_fit(plan.cells, memory_plan(plan), tuning.cluster_node_types())
+        store = storage_for(out, options, tuning.alive_nodes())
         with exclusive(out):
             write_manifest(ledger, plan, space_source)
             ledger.rebuild_views()
@@ -192,7 +219,6 @@ def launch_grid(plan: Plan, space_source: str, options: LaunchOptions) -> Launch
             table = LiveTable(views(slots, ledger), title=f"sweep {plan.space.name} -> {out}")
             recorded: list[str] = []
             if todo:
-                store = options.storage or str((out / "checkpoints").resolve())
                 with table:
                     recorded = tuning.run_trials(
                         todo, ledger=ledger, store=store, max_failures=plan.space.max_retries,
@@ -202,6 +228,7 @@ def launch_grid(plan: Plan, space_source: str, options: LaunchOptions) -> Launch
             ledger.clear_live()
             still, given_up = pending_slots(slots, ledger, plan.space.max_retries)
     finally:
-        tuning.stop_ray()
+        if started:
+            tuning.stop_ray()
     failed = len(given_up)
     return LaunchResult(out=out, recorded=len(recorded), pending=len(still), failed=failed)

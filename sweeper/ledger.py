@@ -51,6 +51,7 @@ CELL_COLUMNS: dict[str, Any] = {
     "wall_seconds": pl.Float64,
     "device_hours": pl.Float64,
     "checkpoint": pl.String,  # URI of the final tuned weights (done trials)
+    "resumed_at": pl.String,  # JSON list of the steps this trial resumed from after a failure or a rerun
     "error": pl.String,
     "model_source": pl.String,
     "dataset_fingerprint": pl.String,

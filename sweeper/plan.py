@@ -22,7 +22,7 @@ from sweeper.space import Cell, Cost, Space, expand
 class Accelerator(NamedTuple):
     peak_tflops: float  # dense bf16 peak (fp32 for CPUs), TFLOP/s
     usd_per_hour: float  # on-demand price of one device
-    memory_gib: float
+    memory_gib: float | None  # device memory as nvidia-smi reports it; None for CPUs (not modelled)
 
 
 # Peaks: NVIDIA datasheets (dense, no sparsity). Prices: AWS on-demand us-east-1, per GPU
@@ -30,11 +30,11 @@ class Accelerator(NamedTuple):
 # g6.xlarge $0.805/h. `cpu-core`: one AVX-512 server core (2 x 256-bit FMA pipes at ~3 GHz,
 # fp32), priced as half a c7a.large ($0.103/h for 2 vCPUs). All overridable in the space's `cost:`.
 ACCELERATORS: dict[str, Accelerator] = {
-    "H100-80GB": Accelerator(989.0, 12.29, 80),
-    "A100-80GB": Accelerator(312.0, 5.12, 80),
-    "A100-40GB": Accelerator(312.0, 4.10, 40),
-    "L4": Accelerator(121.0, 0.805, 24),
-    "cpu-core": Accelerator(0.1, 0.0515, 8),
+    "H100-80GB": Accelerator(989.0, 12.29, 79.6),
+    "A100-80GB": Accelerator(312.0, 5.12, 80.0),
+    "A100-40GB": Accelerator(312.0, 4.10, 40.0),
+    "L4": Accelerator(121.0, 0.805, 22.5),
+    "cpu-core": Accelerator(0.1, 0.0515, None),
 }
 
 
@@ -51,6 +51,8 @@ class CellEstimate:
     flops: float  # all trials
     device_hours: float
     usd: float
+    memory_gib: float | None = None  # peak per GPU at the cell's workers (sweeper.memory); None on CPU
+    gpus_needed: int | None = None  # fewest GPUs of the plan's accelerator the cell fits on
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Plan:
     peak_tflops: float
     utilization: float
     usd_per_hour: float
+    gpu_memory_gib: float | None
 
     @property
     def total_flops(self) -> float:
@@ -111,15 +114,30 @@ def estimate_cell(cell: Cell, trainable: int, total: int, peak_tflops: float, ut
     )
 
 
-def make_plan(space: Space) -> Plan:
+def with_memory(estimate: CellEstimate, cell: Cell, gpu_memory_gib: float | None) -> CellEstimate:
+    """Add the per-GPU memory estimate and the GPUs the cell needs (GPU accelerators only)."""
+    if gpu_memory_gib is None:
+        return estimate
+    from dataclasses import replace
+
+    from sweeper.memory import estimate_memory, gpus_needed
+
+    memory = estimate_memory(cell, estimate.trainable_params, estimate.total_params)
+    return replace(estimate, memory_gib=memory.total_gib, gpus_needed=gpus_needed(memory, gpu_memory_gib))
+
+
+def make_plan(space: Space, gpu_memory_gib: float | None = None) -> Plan:
+    """The plan of a space. GPU memory per device comes from the accelerator table unless given."""
     cells = expand(space)
     peak, price = accelerator_terms(space.cost)
+    known = ACCELERATORS.get(space.cost.accelerator)
+    memory = gpu_memory_gib if gpu_memory_gib is not None else (known.memory_gib if known else None)
     estimates = [
-        estimate_cell(cell, trainable, total, peak, space.cost.utilization, price)
+        with_memory(estimate_cell(cell, trainable, total, peak, space.cost.utilization, price), cell, memory)
         for cell, (trainable, total) in zip(cells, parameter_counts(cells), strict=True)
     ]
     return Plan(space=space, cells=cells, estimates=estimates, peak_tflops=peak,
-                utilization=space.cost.utilization, usd_per_hour=price)
+                utilization=space.cost.utilization, usd_per_hour=price, gpu_memory_gib=memory)
 
 
 def parameter_counts(cells: list[Cell]) -> list[tuple[int, int]]:
@@ -166,6 +184,7 @@ def to_json(plan: Plan) -> str:
                 "utilization": plan.utilization,
                 "usd_per_hour": plan.usd_per_hour,
                 "flops_formula": "(4 N + 2 N_trainable) T + 2 N T_eval, per trial",
+                "gpu_memory_gib": plan.gpu_memory_gib,
             },
             "cells": [asdict(e) for e in plan.estimates],
             "totals": {
@@ -195,17 +214,19 @@ def print_plan(plan: Plan) -> None:
     space = plan.space
     table = Table(title=f"plan: space {space.name!r}, ladder {space.ladder!r}, {len(plan.cells)} cells")
     for column in ("cell", "method", "scale", "params", "trainable", "%", "trials", "tokens", "FLOPs",
-                   "device-h", "$"):
+                   "device-h", "$", "GiB/GPU", "GPUs"):
         table.add_column(column, justify="left" if column in ("cell", "method", "scale") else "right")
     for e in plan.estimates:
+        gpus = "-" if e.memory_gib is None else ("none fit" if e.gpus_needed is None else str(e.gpus_needed))
         table.add_row(
             e.cell_id, e.method, e.scale, human(e.total_params), human(e.trainable_params),
             f"{100 * e.trainable_params / e.total_params:.3g}", str(e.trials), human(e.train_tokens),
             human(e.flops), f"{e.device_hours:.3g}", f"{e.usd:,.2f}",
+            "-" if e.memory_gib is None else f"{e.memory_gib:.1f}", gpus,
         )
     table.add_section()
     table.add_row("total", "", "", "", "", "", "", "", human(plan.total_flops),
-                  f"{plan.total_device_hours:.3g}", f"{plan.total_usd:,.2f}")
+                  f"{plan.total_device_hours:.3g}", f"{plan.total_usd:,.2f}", "", "")
     console = make_console()
     console.print(table)
     console.print(
@@ -213,3 +234,9 @@ def print_plan(plan: Plan) -> None:
         f"{plan.peak_tflops:g} TFLOP/s peak x {plan.utilization:g} utilisation, ${plan.usd_per_hour:g}/device-hour."
         + (f" Budget: ${space.budget_usd:,.2f}." if space.budget_usd is not None else "")
     )
+    if plan.gpu_memory_gib is not None:
+        console.print(
+            f"GiB/GPU: peak memory of one rank at the cell's workers and ZeRO stage (weights, gradients, "
+            f"optimizer states, activations at micro_batch x seq_len); GPUs: fewest {plan.gpu_memory_gib:g} GiB "
+            "GPUs the cell fits on (90% usable)."
+        )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import tempfile
 import time
@@ -74,8 +75,6 @@ def rank_and_world() -> tuple[int, int]:
 
 def pick_device() -> torch.device:
     if torch.cuda.is_available():
-        import os
-
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     return torch.device("cpu")
 
@@ -136,11 +135,13 @@ def run_trial(trial: Trial, report: Report | None = None) -> TrialOutcome:
 
     schedule = StepSchedule(len(data.train_ids), recipe.global_batch, recipe.seed)
     store = CheckpointStore(trial.store) if trial.store else None
-    state = {"step": 0, "curve": [], "initial_val_loss": math.nan, "best_val_loss": math.inf, "elapsed_s": 0.0}
+    state = {"step": 0, "curve": [], "initial_val_loss": math.nan, "best_val_loss": math.inf, "elapsed_s": 0.0,
+             "resumed_at": []}
     with tempfile.TemporaryDirectory(prefix="sweeper-ckpt-") as scratch:
         restored = store.restore(trial.trial_key, Path(scratch) / "resume") if store else None
         if restored:
             state = json.loads((restored / "state.json").read_text())
+            state["resumed_at"].append(state["step"])
             engine.load(restored)
             torch.set_rng_state(torch.load(restored / "rng.pt"))
 
@@ -156,12 +157,12 @@ def run_trial(trial: Trial, report: Report | None = None) -> TrialOutcome:
     def evaluate_and_report(step: int, train_loss_diverged: bool = False) -> bool:
         """Validation loss + report + checkpoint; False when the trial diverged."""
         nonlocal window_start, train_losses, final_uri
+        elapsed = time.perf_counter() - window_start  # training steps only: evaluation is not throughput
         val_loss = validation_loss(engine.model, data.val_ids, data.val_labels, recipe.micro_batch, device,
                                    engine.autocast, rank, world)
         if step == 0 or math.isnan(state["initial_val_loss"]):
             state["initial_val_loss"] = val_loss
         state["best_val_loss"] = min(state["best_val_loss"], val_loss)
-        elapsed = time.perf_counter() - window_start
         steps_in_window = max(len(train_losses), 1)
         row = {
             "step": step,
@@ -195,6 +196,8 @@ def run_trial(trial: Trial, report: Report | None = None) -> TrialOutcome:
                 "hardware": hardware,
                 "final_checkpoint": final_uri,
                 "curve": list(state["curve"]),
+                "resumed_at": list(state["resumed_at"]),
+                "pid": os.getpid(),
             })
         train_losses = []
         window_start = time.perf_counter()

@@ -59,22 +59,26 @@ def runs_direct(cell: Cell) -> bool:
     return r.workers == 1 and r.gpus_per_worker == 0 and cell.recipe.zero_stage == 0
 
 
-def trial_resources(cell: Cell) -> dict[str, float]:
-    """What the Tune trial itself holds; a Train-backed trial's workers ask for their own."""
+def trial_resources(cell: Cell, pin_drivers: bool = False) -> dict[str, float]:
+    """What the Tune trial itself holds; a Train-backed trial's workers ask for their own. On a cluster
+    whose head offers the driver resource, those drivers are pinned to the head, off the GPU nodes."""
     if runs_direct(cell):
         return {"CPU": cell.resources.cpus_per_worker}
-    return {"CPU": DRIVER_CPU}
+    from sweeper.cluster import DRIVER_RESOURCE
+
+    return {"CPU": DRIVER_CPU, **({DRIVER_RESOURCE: 1} if pin_drivers else {})}
 
 
 # -- Ray start and cluster checks ------------------------------------------------------------------
 
 
-def start_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Start local Ray (with the dashboard: Tune's trial cleanup needs the State API) or connect."""
+def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Start local Ray (with the dashboard: Tune's trial cleanup needs the State API) or connect.
+    False when Ray was already up in this process (then the caller leaves it up)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if address not in (None, "local", "auto") and not address.startswith("ray://"):
         _check_reachable(address)
     try:
@@ -87,6 +91,7 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> None:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         target = f"--address {address}" if address not in (None, "local") else "local Ray"
         raise UserError(f"{target}: Ray could not start or connect ({message})") from None
+    return True
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -106,25 +111,34 @@ def stop_ray() -> None:
     ray.shutdown()
 
 
-def node_resources() -> list[dict[str, float]]:
+def cluster_node_types() -> list[Any]:
+    """The node types a launch can use: the alive nodes, plus the autoscaler's node types when this
+    is the head of a `ray up` cluster (its workers may not be started yet)."""
+    import ray
+    import yaml
+
+    from sweeper.cluster import live_node_types, node_types_of
+
+    types = live_node_types(ray.nodes())
+    bootstrap = Path("~/ray_bootstrap_config.yaml").expanduser()
+    if bootstrap.is_file():
+        types.extend(node_types_of(yaml.safe_load(bootstrap.read_text()), source=str(bootstrap)))
+    return types
+
+
+def has_driver_resource() -> bool:
+    """A `ray up` cluster from cluster.yaml marks its head for trial drivers (sweeper.cluster)."""
     import ray
 
-    return [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    from sweeper.cluster import DRIVER_RESOURCE
+
+    return DRIVER_RESOURCE in ray.cluster_resources()
 
 
-def check_fits(cells: list[Cell], nodes: list[dict[str, float]]) -> None:
-    """Before launch: every trial of every cell must fit the cluster, each worker on one node."""
-    for cell in cells:
-        r = cell.resources
-        need = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker}
-        fitting = [n for n in nodes if all(n.get(k, 0) >= v for k, v in need.items() if v > 0)]
-        slots = sum(min(int(n.get(k, 0) // v) for k, v in need.items() if v > 0) for n in fitting)
-        if slots < r.workers:
-            have = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in nodes)
-            raise UserError(
-                f"cell {cell.method}/{cell.scale} ({cell.id}) needs {r.workers} worker(s) of "
-                f"{r.cpus_per_worker:g} CPU + {r.gpus_per_worker:g} GPU, but the cluster's nodes have {have}"
-            )
+def alive_nodes() -> int:
+    import ray
+
+    return sum(1 for node in ray.nodes() if node.get("Alive"))
 
 
 # -- search and scheduling ------------------------------------------------------------------------
@@ -314,7 +328,8 @@ class LedgerCallback(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.last[trial.trial_id] = result
         key = trial.config["trial_key"]
-        live = {k: result.get(k) for k in ("step", "tokens", "val_loss", "best_val_loss", "tokens_per_s", "status")}
+        live = {k: result.get(k) for k in ("step", "tokens", "val_loss", "best_val_loss", "tokens_per_s", "status",
+                                           "pid", "hardware")}
         self.ledger.update_live(key, {"trial_id": key, "cell_id": trial.config["cell_id"], **live})
         self.table.update(key, status=RUNNING, step=result["step"], tokens=result["tokens"],
                           val_loss=result["val_loss"], best_val_loss=result["best_val_loss"],
@@ -352,6 +367,7 @@ class LedgerCallback(tune.Callback):
             "best_val_loss": result.get("best_val_loss"), "trainable_params": result.get("trainable_params"),
             "total_params": result.get("total_params"), "wall_seconds": wall,
             "device_hours": wall * devices / 3600, "checkpoint": result.get("final_checkpoint"), "error": error,
+            "resumed_at": json.dumps(result.get("resumed_at") or []),
             "model_source": result.get("model_source"), "dataset_fingerprint": result.get("dataset_fingerprint"),
             "seed": cell.recipe.seed, "git_sha": provenance["git_sha"], "git_dirty": provenance["git_dirty"],
             "versions": json.dumps(provenance["versions"], sort_keys=True),
@@ -407,7 +423,8 @@ def run_trials(slots: list[TrialSlot], *, ledger: Ledger, store: str, max_failur
     by_key = {slot.key: slot for slot in slots}
     recorder = LedgerCallback(ledger, by_key, scheduler, provenance, table)
     callbacks: list[Any] = [recorder, *tracking_callbacks(tracking, ledger.out, slots[0].cell.space)]
-    resources = {slot.key: trial_resources(slot.cell) for slot in slots}
+    pin = has_driver_resource()
+    resources = {slot.key: trial_resources(slot.cell, pin) for slot in slots}
     trainable = tune.with_resources(_trial_driver, lambda config: tune.PlacementGroupFactory(
         [resources[config["trial_key"]]]))
     tuner = tune.Tuner(

@@ -8,10 +8,31 @@ from sweeper.paths import PROJECT_ROOT
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session")
+def smoke_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("smoke-cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own sweeper cache unless it asks for the shared session one."""
-    monkeypatch.setenv("SWEEPER_CACHE", str(tmp_path_factory.mktemp("cache")))
+def isolated_cache(request, tmp_path_factory, monkeypatch):
+    """Every test gets its own sweeper cache, except tests on the micro-smoke ladder, which share the
+    session's (so that the ladder is pretrained once per test session)."""
+    if "smoke_ladder" in request.fixturenames:
+        monkeypatch.setenv("SWEEPER_CACHE", str(request.getfixturevalue("smoke_cache")))
+    else:
+        monkeypatch.setenv("SWEEPER_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def smoke_ladder(smoke_cache) -> str:
+    """The `micro-smoke` ladder (the micro ladder with a few pretraining steps), built once per session."""
+    from sweeper.micro.build import build_ladder
+    from sweeper.models import get_ladder
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SWEEPER_CACHE", str(smoke_cache))
+        build_ladder(get_ladder("micro-smoke"), workers=2)
+    return "micro-smoke"
 
 
 @pytest.fixture

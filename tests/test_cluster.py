@@ -240,21 +240,26 @@ def test_a_cell_that_fits_no_node_type_is_named():
         check_cells_fit([small, huge], plan, types)
     message = str(caught.value)
     assert "\n" not in message
-    assert message.startswith(f"cell fft/15b ({huge.id}) fits no node type: it needs 1 GPU(s)")
+    assert message.startswith(f"cell fft/15b ({huge.id}) fits no node type: it needs 1 worker(s) of 1 GPU")
     assert "261.3 GiB per GPU" in message and "'gpu-8x-a100' has 8 x A100-80GB with 72.0 of 80.0 GiB" in message
     check_cells_fit([small], plan, types)
 
 
-def test_gpus_cpus_and_memory_must_all_fit_on_one_node():
+def test_each_worker_must_fit_one_node_and_workers_may_span_nodes():
     types = validate_cluster(CLUSTER_YAML).node_types
     usable_a100 = 0.9 * GPU_MEMORY_GIB["A100-80GB"]
-    nine_gpus = cell(workers=9, gpus=1, cpus=1)
-    with pytest.raises(UserError, match="needs 9 GPU"):
-        check_cells_fit([nine_gpus], {nine_gpus.id: estimate(10.0)}, types)
-    many_cpus = cell(workers=8, cpus=25)  # 200 CPUs: more than a p5.48xlarge has
+    nine_gpu_worker = cell(workers=1, gpus=9, cpus=1)  # no node type has 9 GPUs
+    with pytest.raises(UserError, match="1 worker\\(s\\) of 9 GPU"):
+        check_cells_fit([nine_gpu_worker], {nine_gpu_worker.id: estimate(10.0)}, types)
+    sixteen_workers = cell(workers=16, gpus=1, cpus=1)  # two 8-GPU nodes hold them (Ray Train spans nodes)
+    check_cells_fit([sixteen_workers], {sixteen_workers.id: estimate(10.0)}, types)
+    too_many = cell(workers=10_000, gpus=1, cpus=1)  # more than every node type's max_workers together
+    with pytest.raises(UserError, match="10000 worker"):
+        check_cells_fit([too_many], {too_many.id: estimate(10.0)}, types)
+    big_worker = cell(workers=1, cpus=200)  # 200 CPUs for one worker: more than a p5.48xlarge has
     with pytest.raises(UserError, match="200 CPUs"):
-        check_cells_fit([many_cpus], {many_cpus.id: estimate(10.0)}, types)
-    check_cells_fit([many_cpus], {many_cpus.id: estimate(10.0)}, _with_unknown_cpus(types))  # not checkable
+        check_cells_fit([big_worker], {big_worker.id: estimate(10.0)}, types)
+    check_cells_fit([big_worker], {big_worker.id: estimate(10.0)}, _with_unknown_cpus(types))  # not checkable
     shared_gpu = cell(workers=2, gpus=0.5)  # two ranks on one GPU: twice the memory on it
     check_cells_fit([shared_gpu], {shared_gpu.id: estimate(usable_a100 / 2)}, types)
     with pytest.raises(UserError, match="fits no node type"):
@@ -272,7 +277,7 @@ def test_cpu_cells_need_cpus_only():
     cpu_cell = cell(gpus=0, cpus=16)
     check_cells_fit([cpu_cell], {cpu_cell.id: estimate(500.0)}, types)  # the head has 16 CPUs
     hungry = cell(gpus=0, cpus=400)
-    with pytest.raises(UserError, match="needs 400 CPUs on one node"):
+    with pytest.raises(UserError, match="1 worker\\(s\\) of 400"):
         check_cells_fit([hungry], {hungry.id: estimate(1.0)}, types)
 
 

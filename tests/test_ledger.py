@@ -68,5 +68,5 @@ def test_live_files_are_hints_and_cleared_by_the_record(tmp_path):
 
 
 def test_read_cells_of_a_non_sweep_folder(tmp_path):
-    with pytest.raises(UserError, match="no cells.parquet"):
+    with pytest.raises(UserError, match=r"no cells\.parquet"):
         read_cells(tmp_path)

@@ -1,0 +1,246 @@
+"""Instruction data: OctoPack format, packing, label masking, split, fingerprint, cache, sources."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from sweeper.data import (
+    IGNORE,
+    SOURCES,
+    CommitPackFT,
+    Example,
+    GitHistory,
+    LocalCode,
+    format_prompt,
+    mine_functions,
+    pack,
+    prepare_data,
+    split_examples,
+)
+from sweeper.errors import UserError
+from sweeper.micro.corpus import collect_corpus
+from sweeper.micro.ladder import MICRO, TokenizerConfig
+from sweeper.micro.tokenizer import as_transformers, train_tokenizer
+from sweeper.space import DataConfig
+
+EXAMPLES = [
+    Example("Add two numbers.", "def add(a, b):\n    return a + b\n"),
+    Example("Reverse a string.", "def rev(s):\n    return s[::-1]\n"),
+    Example("Return the maximum of a list.", "def biggest(xs):\n    return max(xs)\n"),
+    Example("Count the words in a text.", "def words(text):\n    return len(text.split())\n"),
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A small BPE trained on a few standard library files (milliseconds, no ladder needed)."""
+    files = collect_corpus(MICRO.corpus).train_files[:30]
+    return as_transformers(train_tokenizer([f.read() for f in files], TokenizerConfig(vocab_size=512)))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SWEEPER_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_octopack_format_and_packing(tokenizer):
+    ids, labels = pack(EXAMPLES, tokenizer, seq_len=32, loss_on="all")
+    assert ids.shape[1] == 32 and ids.shape == labels.shape and ids.dtype == torch.long
+    text = tokenizer.decode(ids.flatten())
+    expected = "".join(
+        f"Question: {e.instruction}\n\nAnswer: {e.response}{tokenizer.eos_token}" for e in EXAMPLES
+    )
+    assert text.startswith(expected)
+    # The last row is padded; padding has no loss and nothing but padding follows the last EOS.
+    n_real = len(tokenizer(expected, add_special_tokens=False)["input_ids"])
+    assert (labels.flatten()[n_real:] == IGNORE).all()
+    assert ids.numel() - n_real < 32
+    assert format_prompt("x") == "Question: x\n\nAnswer:"
+
+
+def test_loss_on_all_versus_answer(tokenizer):
+    ids_all, labels_all = pack(EXAMPLES, tokenizer, seq_len=16, loss_on="all")
+    ids_ans, labels_ans = pack(EXAMPLES, tokenizer, seq_len=16, loss_on="answer")
+    assert torch.equal(ids_all, ids_ans)  # the switch changes labels only
+    real = labels_all != IGNORE
+    assert torch.equal(labels_all[real], ids_all[real])
+    # Answer mode: exactly the answers and their EOS carry a loss.
+    kept = tokenizer.decode(labels_ans[labels_ans != IGNORE])
+    assert kept == "".join(f" {e.response}{tokenizer.eos_token}" for e in EXAMPLES)
+    assert "Question" not in kept and "Answer:" not in kept
+
+
+def test_split_is_deterministic_disjoint_and_deduplicated():
+    examples = [Example(f"task {i}", f"answer {i}") for i in range(400)]
+    config = DataConfig(val_fraction=0.1)
+    train, val = split_examples(examples + examples[:50], config)
+    train2, val2 = split_examples(list(reversed(examples)), config)
+    assert [e.key for e in train] == [e.key for e in train2] and val == val2
+    assert not {e.key for e in train} & {e.key for e in val}
+    assert len(train) + len(val) == 400
+    assert 20 <= len(val) <= 60  # ~10% of 400
+    capped_train, capped_val = split_examples(examples, DataConfig(max_examples=100))
+    assert len(capped_train) + len(capped_val) == 100
+    with pytest.raises(UserError, match="at least 2"):
+        split_examples(examples[:1], config)
+
+
+def test_fingerprint_and_cache(tokenizer, cache, monkeypatch):
+    mined = {"n": 0}
+
+    class Fixed:
+        def identity(self, config):
+            return {"examples": "fixed"}
+
+        def examples(self, config):
+            mined["n"] += 1
+            return [Example(f"Task number {i}.", f"print({i})\n") for i in range(60)]
+
+    monkeypatch.setitem(SOURCES._entries, "fixed", Fixed())
+    config = DataConfig(source="fixed", seq_len=64, val_fraction=0.2, max_val_sequences=2)
+    first = prepare_data(config, tokenizer)
+    again = prepare_data(config, tokenizer)
+    assert mined["n"] == 1  # the second call came from the cache
+    assert again.fingerprint == first.fingerprint and torch.equal(again.train_ids, first.train_ids)
+    assert first.n_examples == 60 == first.n_train_examples + first.n_val_examples
+    assert first.val_ids.shape[0] <= 2 and first.train_ids.shape[1] == 64
+
+    fingerprints = {first.fingerprint}
+    for changed in (config.model_copy(update={"seq_len": 32}), config.model_copy(update={"loss_on": "answer"}),
+                    config.model_copy(update={"val_fraction": 0.3})):
+        fingerprints.add(prepare_data(changed, tokenizer).fingerprint)
+    fingerprints.add(prepare_data(config, tokenizer, seed=1).fingerprint)
+    assert len(fingerprints) == 5
+
+    # A damaged cache file is detected by its hash and rebuilt, not used.
+    (packed,) = [
+        entry / "packed.safetensors" for entry in cache.glob("data/fixed-*")
+        if json.loads((entry / "meta.json").read_text())["fingerprint"] == first.fingerprint
+    ]
+    damaged = bytearray(packed.read_bytes())
+    damaged[-1] ^= 0xFF
+    packed.write_bytes(bytes(damaged))
+    rebuilt = prepare_data(config, tokenizer)
+    assert mined["n"] == 6 and torch.equal(rebuilt.train_ids, first.train_ids)
+
+
+def test_mine_functions_strips_the_docstring():
+    source = '''
+class Box:
+    @staticmethod
+    def area(width: float, height: float) -> float:
+        """Return the area of a width x height rectangle."""
+        return width * height
+
+def tiny():
+    """Too short."""
+    return 1
+'''
+    (example,) = mine_functions(source)
+    assert example.instruction.startswith(
+        "Write a Python function `area(width: float, height: float) -> float` to solve the following problem:\n"
+    )
+    assert example.instruction.endswith("Return the area of a width x height rectangle.")
+    assert example.response == "@staticmethod\ndef area(width: float, height: float) -> float:\n    return width * height\n"
+
+
+def test_local_code_mines_only_heldout_files(tokenizer, cache):
+    corpus = collect_corpus(MICRO.corpus)
+    files = LocalCode()._files(DataConfig())
+    assert set(files) == {f.path for f in corpus.heldout_files}
+    assert not set(files) & {f.path for f in corpus.train_files}
+    data = prepare_data(DataConfig(max_examples=80), tokenizer)
+    assert data.n_examples == 80 and data.train_ids.shape[1] == 256
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+
+
+def test_git_source_on_a_temporary_repository(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    _git(repo, "config", "user.email", "dev@example.com")
+    _git(repo, "config", "user.name", "Dev")
+    (repo / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    (repo / "logo.bin").write_bytes(b"\x00\x01\x02binary")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "Add an adder")
+    (repo / "calc.py").write_text("def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n")
+    _git(repo, "commit", "-q", "-am", "Add subtraction\n\nAlso keep add.")
+    (repo / "huge.py").write_text("x = 1\n" * 2000)
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "Add a file too large to be an example")
+
+    examples = GitHistory().examples(DataConfig(source="git", path=str(repo)))
+    by_response = {e.response: e for e in examples}
+    assert len(examples) == 2  # the binary and the oversized file are skipped
+    added = by_response["def add(a, b):\n    return a + b\n"]
+    assert added.instruction == "Add an adder"
+    changed = by_response["def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"]
+    assert changed.instruction == "def add(a, b):\n    return a + b\n\nAdd subtraction\n\nAlso keep add."
+    identity = GitHistory().identity(DataConfig(source="git", path=str(repo)))
+    (repo / "calc.py").write_text("changed\n")
+    _git(repo, "commit", "-q", "-am", "Change")
+    assert GitHistory().identity(DataConfig(source="git", path=str(repo))) != identity
+
+
+def test_git_source_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _git(empty, "init", "-q")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(UserError, match="has no commits"):
+        GitHistory().examples(DataConfig(source="git", path=str(empty)))
+    with pytest.raises(UserError, match="not a git repository"):
+        GitHistory().identity(DataConfig(source="git", path=str(plain)))
+    with pytest.raises(UserError, match="not a folder"):
+        GitHistory().identity(DataConfig(source="git", path=str(tmp_path / "missing")))
+    with pytest.raises(UserError, match="needs the path"):
+        GitHistory().identity(DataConfig(source="git"))
+
+
+def test_commitpackft_offline_is_a_clear_error(monkeypatch, tmp_path):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError) as err:
+        CommitPackFT().examples(DataConfig(source="commitpackft"))
+    message = str(err.value)
+    assert "commitpackft" in message and "network access" in message and "data.path" in message
+    assert "\n" not in message
+
+
+def test_commitpackft_from_a_local_copy(monkeypatch, tmp_path):
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
+    python = tmp_path / "copy" / "commitpackft" / "data" / "python"
+    python.mkdir(parents=True)
+    rows = [
+        {"old_contents": "x = 1\n", "new_contents": "x = 2\n", "message": "Set x to two", "subject": "Set x"},
+        {"old_contents": "", "new_contents": "print(1)\n", "message": "Print one", "subject": "Print one"},
+    ]
+    (python / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    oasst = tmp_path / "copy" / "guanaco-commits" / "data"
+    oasst.mkdir(parents=True)
+    pq.write_table(pa.table({"prompt": ["Say hi"], "completion": ["hi"]}), oasst / "train-00000-of-00001.parquet")
+
+    examples = CommitPackFT().examples(DataConfig(source="commitpackft", path=str(tmp_path / "copy")))
+    assert set(examples) == {
+        Example("x = 1\n\nSet x to two", "x = 2\n"), Example("Print one", "print(1)\n"), Example("Say hi", "hi"),
+    }
+    without = CommitPackFT().examples(
+        DataConfig(source="commitpackft", path=str(tmp_path / "copy"), with_oasst=False)
+    )
+    assert len(without) == 2

@@ -1,0 +1,184 @@
+"""The sweep on Ray, for real: local Ray, the micro-smoke ladder, real trials. Every test is bounded in time."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
+
+SMOKE = """\
+name: smoke
+ladder: micro-smoke
+scales: [xs, s]
+methods:
+  fft: {}
+  lora: {}
+data: {source: local-code, seq_len: 128, max_val_sequences: 8}
+recipe: {lr: 3.0e-3, steps: 10, warmup_steps: 1, eval_every: 5, global_batch: 4, micro_batch: 4, precision: fp32}
+resources: {workers: 1, cpus_per_worker: 1}
+cost: {accelerator: cpu-core}
+"""
+
+
+@pytest.fixture
+def smoke_space(write_space, smoke_ladder):
+    return write_space(SMOKE)
+
+
+def cells(out: Path) -> pl.DataFrame:
+    return pl.read_parquet(out / "cells.parquet")
+
+
+def test_grid_runs_every_cell_then_a_rerun_trains_nothing(run_cli, smoke_space, tmp_path):
+    out = tmp_path / "sweep"
+    code, stdout, stderr = run_cli("launch", "grid", "--space", str(smoke_space), "--out", str(out),
+                                   "--tracking", "mlflow")
+    assert code == 0, stderr
+    table = cells(out)
+    assert table.height == 4 and set(table["status"]) == {"done"}
+    assert table["final_val_loss"].is_finite().all()
+    assert (table["final_val_loss"] < table["initial_val_loss"]).all()
+    assert set(table["method"]) == {"fft", "lora"} and set(table["scale"]) == {"xs", "s"}
+    assert table.filter(pl.col("method") == "fft")["trainable_params"].to_list() == table.filter(
+        pl.col("method") == "fft")["total_params"].to_list()
+    curves = pl.read_parquet(out / "curves.parquet")
+    assert curves.group_by("trial_id").len()["len"].to_list() == [3] * 4  # steps 0, 5, 10
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["space"]["name"] == "smoke" and len(manifest["plan"]["cells"]) == 4
+    assert all(row["git_sha"] for row in table.iter_rows(named=True))
+    assert list((out / "mlruns").rglob("val_loss")), "MLflow got no val_loss metric"
+
+    before = sorted(p.name for p in (out / "records").iterdir())
+    code, stdout, _ = run_cli("launch", "grid", "--space", str(smoke_space), "--out", str(out))
+    assert code == 0
+    assert sorted(p.name for p in (out / "records").iterdir()) == before  # no training, no duplicate
+
+    code, stdout, _ = run_cli("status", "--out", str(out), "--json")
+    summary = json.loads(stdout)
+    assert summary["cells_done"] == summary["cells_total"] == 4
+    assert summary["device_hours_used"] > 0
+
+
+def test_per_cell_search_with_asha_keeps_a_finished_trial_per_cell(run_cli, smoke_space, tmp_path):
+    out = tmp_path / "search"
+    code, _, stderr = run_cli(
+        "launch", "grid", "--space", str(smoke_space), "--out", str(out), "--methods", "lora", "--scales", "xs,s",
+        "--set", "search.trials=3", "--set", "search.lr={low: 1.0e-4, high: 1.0e-1}",
+        "--set", "early_stopping.grace_steps=5", "--set", "recipe.steps=15",
+    )
+    assert code == 0, stderr
+    table = cells(out)
+    assert table.height == 6
+    assert set(table["status"]) <= {"done", "stopped-early", "diverged"}
+    for cell_id, group in table.group_by("cell_id"):
+        assert "done" in group["status"].to_list(), f"cell {cell_id} has no trial that ran to the end"
+        assert group["lr"].n_unique() == 3 and group["lr"].is_between(1e-4, 1e-1).all()
+    assert (out / "optuna.journal").is_file()
+
+
+def test_a_killed_trial_worker_resumes_from_its_checkpoint(run_cli, smoke_space, tmp_path):
+    out = tmp_path / "kill-worker"
+    killed = {}
+
+    def kill_once_checkpointed():
+        deadline = time.time() + 240
+        while time.time() < deadline and not killed:
+            for live in (out / "live").glob("*.json"):
+                info = json.loads(live.read_text())
+                if (info.get("step") or 0) >= 5 and info.get("pid"):
+                    os.kill(info["pid"], signal.SIGKILL)
+                    killed[info["trial_id"]] = info["pid"]
+                    return
+            time.sleep(0.2)
+
+    import threading
+
+    killer = threading.Thread(target=kill_once_checkpointed, daemon=True)
+    killer.start()
+    code, _, stderr = run_cli("launch", "grid", "--space", str(smoke_space), "--out", str(out),
+                              "--methods", "fft", "--scales", "s", "--set", "recipe.steps=40")
+    killer.join(timeout=5)
+    assert killed, "the test never saw a checkpointed trial to kill"
+    assert code == 0, stderr
+    row = cells(out).row(0, named=True)
+    assert row["status"] == "done"
+    assert json.loads(row["resumed_at"]) and json.loads(row["resumed_at"])[0] >= 5
+
+
+def _launch(space: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweeper", "launch", "grid", "--space", str(space), "--out", str(out), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+
+
+def _wait_for_records(out: Path, count: int, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if len(list((out / "records").glob("*.json"))) >= count:
+            return
+        if process.poll() is not None:
+            pytest.fail(f"launch ended early: {process.stdout.read()[-2000:]}")
+        time.sleep(0.3)
+    pytest.fail("no trial recorded in time")
+
+
+def test_a_killed_driver_loses_nothing_and_a_rerun_completes(smoke_space, tmp_path):
+    out = tmp_path / "kill-driver"
+    first = _launch(smoke_space, out, "--set", "recipe.steps=30")
+    _wait_for_records(out, 1, first)
+    first.send_signal(signal.SIGKILL)  # the driver only: Ray's own processes must notice and go
+    first.wait(timeout=30)
+    recorded = {p.name: p.read_text() for p in (out / "records").glob("*.json")}
+    second = _launch(smoke_space, out, "--set", "recipe.steps=30")
+    output, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, output[-3000:]
+    for name, text in recorded.items():
+        assert (out / "records" / name).read_text() == text  # nothing recorded was lost or rewritten
+    table = cells(out)
+    assert table.height == 4 and set(table["status"]) == {"done"} and table["trial_id"].n_unique() == 4
+
+
+def test_ctrl_c_leaves_a_ledger_that_status_reads_and_a_rerun_completes(run_cli, smoke_space, tmp_path):
+    out = tmp_path / "interrupted"
+    first = _launch(smoke_space, out, "--set", "recipe.steps=30")
+    _wait_for_records(out, 1, first)
+    first.send_signal(signal.SIGINT)
+    output, _ = first.communicate(timeout=120)
+    assert first.returncode != 0, output[-2000:]
+    code, stdout, _ = run_cli("status", "--out", str(out), "--json")
+    assert code == 0 and json.loads(stdout)["cells_done"] >= 1
+    second = _launch(smoke_space, out, "--set", "recipe.steps=30")
+    output, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, output[-3000:]
+    assert set(cells(out)["status"]) == {"done"} and cells(out).height == 4
+
+
+def test_bad_launch_input_is_refused_before_anything_is_written(run_cli, smoke_space, tmp_path):
+    out = tmp_path / "never"
+    code, _, err = run_cli("launch", "grid", "--space", str(smoke_space), "--out", str(out),
+                           "--address", "127.0.0.1:1")
+    assert code == 2 and "no Ray head reachable" in err and not out.exists()
+    # /proc takes no new folder, whoever runs the test (root ignores permission bits).
+    code, _, err = run_cli("launch", "grid", "--space", str(smoke_space), "--out", "/proc/sweeper-test/x")
+    assert code == 2 and "not writable" in err
+    file_parent = tmp_path / "a-file"
+    file_parent.write_text("")
+    code, _, err = run_cli("launch", "grid", "--space", str(smoke_space), "--out", str(file_parent / "x"))
+    assert code == 2 and "is a file, expected a folder" in err
+
+
+def test_resources_beyond_the_cluster_name_the_cell(run_cli, smoke_space, tmp_path):
+    out = tmp_path / "too-big"
+    code, _, err = run_cli("launch", "grid", "--space", str(smoke_space), "--out", str(out),
+                           "--set", "resources.cpus_per_worker=64")
+    assert code == 2
+    assert "cell fft/xs" in err and "64 CPUs" in err
+    assert not out.exists()

@@ -1,0 +1,73 @@
+"""The per-worker training loop, in-process: reports, resume after a kill, divergence, tuned-model reload."""
+
+import math
+
+import pytest
+import torch
+
+from sweeper.space import expand, load_space
+from sweeper.train import Trial, load_tuned_model, run_trial
+
+
+def cell_of(method: str, scale: str = "s", *sets: str):
+    space = load_space("micro", ["ladder=micro-smoke", "recipe.steps=20", "recipe.warmup_steps=2", *sets])
+    return next(c for c in expand(space) if (c.method, c.scale) == (method, scale))
+
+
+class Killed(Exception):
+    pass
+
+
+def test_reports_every_evaluation_and_loss_goes_down(smoke_ladder):
+    cell = cell_of("fft", "s", "recipe.lr=3e-3")
+    reports = []
+    outcome = run_trial(Trial(cell=cell, trial_key="k", lr=cell.recipe.lr), report=reports.append)
+    assert [r["step"] for r in reports] == [0, 10, 20]
+    assert [r["status"] for r in reports] == ["running", "running", "done"]
+    assert outcome.status == "done" and outcome.steps == 20
+    assert outcome.tokens == 20 * cell.recipe.global_batch * cell.data.seq_len
+    assert outcome.final_val_loss < outcome.initial_val_loss
+    assert outcome.trainable_params == outcome.total_params
+    assert len(reports[-1]["curve"]) == 3 and math.isfinite(reports[-1]["curve"][-1]["tokens_per_s"])
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_result(smoke_ladder, tmp_path):
+    cell = cell_of("lora", "s")
+    uninterrupted = run_trial(Trial(cell=cell, trial_key="a", lr=cell.recipe.lr, store=str(tmp_path / "a")))
+
+    def die_after_first_checkpoint(report):
+        if report["step"] == 10:
+            raise Killed
+
+    trial = Trial(cell=cell, trial_key="b", lr=cell.recipe.lr, store=str(tmp_path / "b"))
+    with pytest.raises(Killed):
+        run_trial(trial, report=die_after_first_checkpoint)
+    steps_seen = []
+    resumed = run_trial(trial, report=lambda r: steps_seen.append(r["step"]))
+    assert steps_seen == [20]  # steps 0-10 came from the checkpoint
+    assert [p["step"] for p in resumed.curve] == [0, 10, 20]
+    assert resumed.final_val_loss == pytest.approx(uninterrupted.final_val_loss, rel=1e-6)
+
+
+def test_divergence_stops_the_trial(smoke_ladder):
+    cell = cell_of("fft", "s", "early_stopping.divergence_factor=1.01")
+    outcome = run_trial(Trial(cell=cell, trial_key="d", lr=5.0))
+    assert outcome.status == "diverged"
+    assert outcome.steps < 20
+
+
+def test_tuned_model_reloads_with_its_trained_weights(smoke_ladder, tmp_path):
+    cell = cell_of("adapterh", "xs")
+    outcome = run_trial(Trial(cell=cell, trial_key="t", lr=1e-2, store=str(tmp_path)))
+    loaded, meta = load_tuned_model(outcome.final_checkpoint)
+    assert meta["cell_id"] == cell.id
+    ids = torch.arange(1, 33).unsqueeze(0)
+    with torch.no_grad():
+        tuned = loaded.model(input_ids=ids, labels=ids).loss
+    base = load_space("micro", ["ladder=micro-smoke"])  # untouched base for comparison
+    from sweeper.models import get_ladder
+
+    plain = get_ladder(base.ladder).load("xs").model.eval()
+    with torch.no_grad():
+        untuned = plain(input_ids=ids, labels=ids).loss
+    assert not torch.isclose(tuned, untuned)
