@@ -142,7 +142,10 @@ def launch_grid(
     elif complete and evaluate:
         typer.echo(f"evaluate the tuned models on a GPU node: sweeper eval --out {result.out}")
     if complete and report:
-        analysis_commands.report(str(result.out))
+        try:
+            analysis_commands.report(str(result.out))
+        except UserError as err:  # the grid itself succeeded: say why there is no report, keep exit 0
+            typer.echo(f"report not written: {err}", err=True)
     if result.failed:
         typer.echo(f"{result.failed} trial(s) failed {chosen.max_retries + 1} times; see the `error` column "
                    f"of {result.out}/cells.parquet", err=True)

@@ -1,4 +1,10 @@
-"""The rich console sweeper prints to: the terminal's width, or wide enough for tables in logs and pipes."""
+"""The rich console sweeper prints to: the terminal's width, or wide enough for tables in logs and pipes.
+
+The stream is bound when the console is made, so that output keeps going to the user's terminal
+while Ray's own chatter is redirected into the sweep's ray.log.
+"""
+
+import sys
 
 from rich.console import Console
 
@@ -6,5 +12,6 @@ PIPE_WIDTH = 200  # columns when not a terminal: a plan table must not be cut to
 
 
 def console(stderr: bool = False) -> Console:
-    probe = Console(stderr=stderr)
-    return probe if probe.is_terminal else Console(stderr=stderr, width=PIPE_WIDTH)
+    stream = sys.stderr if stderr else sys.stdout
+    probe = Console(file=stream)
+    return probe if probe.is_terminal else Console(file=stream, width=PIPE_WIDTH)

@@ -321,6 +321,11 @@ class LedgerCallback(tune.Callback):
         self.started: dict[str, float] = {}
         self.finished: list[str] = []
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks into the experiment folder (for Tuner.restore, which sweeper
+        # does not use: it resumes from its own ledger); the live terminal table cannot be pickled.
+        return {key: value for key, value in self.__dict__.items() if key != "table"}
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.started[trial.trial_id] = time.time()
         self.table.update(trial.config["trial_key"], status=RUNNING)
@@ -448,7 +453,8 @@ def tracking_callbacks(tracking: str | None, out: Path, experiment: str) -> list
     if tracking == "mlflow":
         from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (out / "mlruns").resolve().as_uri()
+        # MLflow 3 keeps its file store read-only: a local SQLite file is its local backend now.
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(out / 'mlflow.db').resolve()}"
         return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=experiment, save_artifact=False)]
     if tracking == "wandb":
         from ray.air.integrations.wandb import WandbLoggerCallback

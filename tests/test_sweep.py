@@ -39,30 +39,38 @@ def cells(out: Path) -> pl.DataFrame:
 def test_grid_runs_every_cell_then_a_rerun_trains_nothing(run_cli, smoke_space, tmp_path):
     out = tmp_path / "sweep"
     code, stdout, stderr = run_cli("launch", "grid", "--space", str(smoke_space), "--out", str(out),
-                                   "--tracking", "mlflow")
+                                   "--set", "scales=[xs, s, m, l]", "--tracking", "mlflow", "--eval-limit", "6")
     assert code == 0, stderr
     table = cells(out)
-    assert table.height == 4 and set(table["status"]) == {"done"}
+    assert table.height == 8 and set(table["status"]) == {"done"}
     assert table["final_val_loss"].is_finite().all()
     assert (table["final_val_loss"] < table["initial_val_loss"]).all()
-    assert set(table["method"]) == {"fft", "lora"} and set(table["scale"]) == {"xs", "s"}
+    assert set(table["method"]) == {"fft", "lora"} and set(table["scale"]) == {"xs", "s", "m", "l"}
     assert table.filter(pl.col("method") == "fft")["trainable_params"].to_list() == table.filter(
         pl.col("method") == "fft")["total_params"].to_list()
     curves = pl.read_parquet(out / "curves.parquet")
-    assert curves.group_by("trial_id").len()["len"].to_list() == [3] * 4  # steps 0, 5, 10
+    assert curves.group_by("trial_id").len()["len"].to_list() == [3] * 8  # steps 0, 5, 10
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["space"]["name"] == "smoke" and len(manifest["plan"]["cells"]) == 4
+    assert manifest["space"]["name"] == "smoke" and len(manifest["plan"]["cells"]) == 8
+    evals = pl.read_parquet(out / "evals.parquet")  # the main job goes on: evaluation ...
+    assert set(evals["cell_id"]) == set(table["cell_id"]) and evals["value"].is_not_null().all()
+    assert (out / "analysis" / "report.md").is_file()  # ... and the report
     assert all(row["git_sha"] for row in table.iter_rows(named=True))
-    assert list((out / "mlruns").rglob("val_loss")), "MLflow got no val_loss metric"
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("smoke").experiment_id])
+    assert len(runs) == 8 and all("val_loss" in run.data.metrics for run in runs)
 
     before = sorted(p.name for p in (out / "records").iterdir())
-    code, stdout, _ = run_cli("launch", "grid", "--space", str(smoke_space), "--out", str(out))
+    code, stdout, _ = run_cli("launch", "grid", "--space", str(smoke_space), "--out", str(out),
+                              "--set", "scales=[xs, s, m, l]", "--no-evaluate", "--no-report")
     assert code == 0
     assert sorted(p.name for p in (out / "records").iterdir()) == before  # no training, no duplicate
 
     code, stdout, _ = run_cli("status", "--out", str(out), "--json")
     summary = json.loads(stdout)
-    assert summary["cells_done"] == summary["cells_total"] == 4
+    assert summary["cells_done"] == summary["cells_total"] == 8
     assert summary["device_hours_used"] > 0
 
 
