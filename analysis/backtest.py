@@ -2,7 +2,9 @@
 
 This is the honest check of an extrapolation: the same law and procedure, one scale shorter, judged on
 a scale it has not seen. Intervals come from the same bootstrap, so the report can say whether the
-observed value fell inside the predicted 95% interval.
+observed value fell inside the predicted 95% interval. A fit that fails without the largest scale (too
+few scales left) is reported by the backtest, never raised: the backtest is a check on the analysis,
+and one that cannot be made is said so.
 """
 
 from collections.abc import Callable
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis import bootstrap
-from analysis.curves import INDEPENDENT, JOINT, Curves, fit_curves
+from analysis.curves import INDEPENDENT, JOINT, Curves, describe_failures, fit_curves
 from analysis.fitting import FitData
 from analysis.laws import Law
 
@@ -40,6 +42,12 @@ class Backtest:
     held_out_level: str
     curves: Curves  # the fits without the held-out scale
     points: list[HeldOut]
+    note: str = ""  # why there are no points, when there are none
+
+    def inside(self, kind: str) -> tuple[int, int]:
+        """(held-out points inside their interval, points with an interval) for one kind of fit."""
+        judged = [p for p in self.points if p.kind == kind and np.isfinite(p.lower)]
+        return sum(p.lower <= p.observed <= p.upper for p in judged), len(judged)
 
     def mean_abs_relative_error(self, kind: str) -> float:
         errors = [abs(p.relative_error) for p in self.points if p.kind == kind]
@@ -62,9 +70,9 @@ def run_backtest(
     points = []
     for row in np.flatnonzero(~train_mask):
         group = data.group_names[data.groups[row]]
-        if group not in curves.independent:
-            continue
-        for curve in (curves.independent[group], curves.joint):
+        if group not in train.group_names:
+            continue  # no smaller scale of this group to fit
+        for curve in (curves.independent.get(group), curves.joint):
             if curve is None:
                 continue
             x = data.X[row : row + 1]
@@ -74,4 +82,6 @@ def run_backtest(
                 kind=curve.kind, group=group, X=data.X[row], observed=float(data.y[row]),
                 predicted=float(curve.fit.predict(x, group)[0]), lower=float(lower), upper=float(upper),
             ))
-    return Backtest(held_out_level=level_names[largest], curves=curves, points=points)
+    note = "" if points else (f"fitted without {level_names[largest]}, "
+                              + (describe_failures(curves) or "no group has a smaller scale"))
+    return Backtest(held_out_level=level_names[largest], curves=curves, points=points, note=note)

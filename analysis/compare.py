@@ -73,8 +73,9 @@ def _residuals(fit: Fit) -> np.ndarray:
 
 def compare(curves: Curves) -> list[Comparison]:
     """Independent fits (all groups together) vs. the joint fit, on the same points; the leave-one-out
-    error is averaged over the points that both can predict."""
-    if curves.joint is None:
+    error is averaged over the points that both can predict. No comparison when either side is
+    incomplete (a single group, or a failed fit): AIC on different sets of points means nothing."""
+    if curves.joint is None or curves.failures:
         return []
     n = len(curves.data.y)
     fits = {INDEPENDENT: list(curves.independent.values()), JOINT: [curves.joint]}

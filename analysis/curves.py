@@ -4,6 +4,11 @@ The joint fit shares the law's exponents across groups (methods) and gives each 
 so that 7 methods x 4 scales constrain each other where one method's 4 points barely pin down a
 3-parameter law. Both are bootstrapped on the same resamples, and compared by leave-one-out error
 and AIC (`analysis.compare`).
+
+A fit that the points cannot pin down, or that does not converge, is kept as a `Failure` instead of
+stopping everything: with several groups, one method's non-monotone losses must not take the other
+methods' curves and the joint fit with it. The caller decides what a failure means (`sweeper fit` on
+a single group refuses it; a multi-group analysis reports it and goes on).
 """
 
 from collections.abc import Callable
@@ -12,12 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis import bootstrap
-from analysis.fitting import Fit, FitData, fit
+from analysis.fitting import Fit, FitData, fit, minimum_points
 from analysis.laws import Law
-from sweeper.errors import UserError
 
 INDEPENDENT = "independent"
 JOINT = "joint"
+UNDERDETERMINED = "underdetermined"
+NOT_CONVERGED = "did not converge"
 
 
 @dataclass(frozen=True)
@@ -36,14 +42,33 @@ class Curve:
 
 
 @dataclass(frozen=True)
+class Failure:
+    """A fit that gave no usable parameters: `status` is UNDERDETERMINED (too few points, or points
+    that cannot pin down every parameter) or NOT_CONVERGED; `reason` is the one-line explanation."""
+
+    kind: str  # INDEPENDENT or JOINT
+    group: str  # the group of an independent fit; "joint" for the joint fit
+    status: str
+    reason: str
+    n_points: int
+    n_params: int
+
+
+@dataclass(frozen=True)
 class Curves:
     law: Law
     data: FitData
-    independent: dict[str, Curve]  # by group name
-    joint: Curve | None  # None with a single group
+    independent: dict[str, Curve]  # by group name: the groups whose fit succeeded
+    joint: Curve | None  # None with a single group, or when the joint fit failed
+    failures: tuple[Failure, ...] = ()
 
-    def curve(self, kind: str, group: str) -> Curve:
-        return self.independent[group] if kind == INDEPENDENT else self.joint
+    def curve(self, kind: str, group: str) -> Curve | None:
+        """The fit that predicts `group` (None when that fit failed)."""
+        return self.independent.get(group) if kind == INDEPENDENT else self.joint
+
+    def failure(self, kind: str, group: str) -> Failure | None:
+        name = group if kind == INDEPENDENT else JOINT
+        return next((f for f in self.failures if f.kind == kind and f.group == name), None)
 
     def all(self) -> list[Curve]:
         return [*self.independent.values(), *([self.joint] if self.joint else [])]
@@ -53,33 +78,61 @@ def fit_curves(
     law: Law, data: FitData, counts: np.ndarray, what: str, step: Callable[[str], None] = lambda _: None
 ) -> Curves:
     """Fit every group alone and (with several groups) jointly; bootstrap each on `counts`
-    (resamples x points, see `bootstrap.resample_counts`; zero rows for no bootstrap)."""
-    independent = {}
+    (resamples x points, see `bootstrap.resample_counts`; zero rows for no bootstrap). A fit that
+    fails is recorded in `failures`; bad values (x <= 0 for a power law) still raise UserError."""
+    independent, failures = {}, []
     for index, group in enumerate(data.group_names):
         rows = np.flatnonzero(data.groups == index)
         step(f"{what}: {group}")
-        independent[group] = _curve(INDEPENDENT, law, data.subset(data.groups == index), rows, counts,
-                                    f"{what}, {group}")
+        result = _curve(INDEPENDENT, group, law, data.subset(data.groups == index), rows, counts, f"{what}, {group}")
+        if isinstance(result, Failure):
+            failures.append(result)
+        else:
+            independent[group] = result
     joint = None
     if len(data.group_names) > 1:
         step(f"{what}: joint fit")
-        joint = _curve(JOINT, law, data, np.arange(len(data.y)), counts, f"{what}, joint fit")
-    return Curves(law=law, data=data, independent=independent, joint=joint)
+        result = _curve(JOINT, JOINT, law, data, np.arange(len(data.y)), counts, f"{what}, joint fit")
+        if isinstance(result, Failure):
+            failures.append(result)
+        else:
+            joint = result
+    return Curves(law=law, data=data, independent=independent, joint=joint, failures=tuple(failures))
 
 
-def _curve(kind: str, law: Law, data: FitData, rows: np.ndarray, counts: np.ndarray, what: str) -> Curve:
+def describe_failures(curves: Curves) -> str:
+    """The failed fits in one line, groups that failed alike named together."""
+    alike: dict[tuple, list[str]] = {}
+    for f in curves.failures:
+        alike.setdefault((f.kind, f.status, f.n_points, f.n_params), []).append(f.group)
+    return "; ".join(
+        (f"the independent fit(s) of {', '.join(groups)}" if kind == INDEPENDENT else "the joint fit")
+        + f": {status} ({n_points} points for {n_params} parameters)"
+        for (kind, status, n_points, n_params), groups in alike.items()
+    )
+
+
+def _curve(kind: str, group: str, law: Law, data: FitData, rows: np.ndarray, counts: np.ndarray,
+           what: str) -> Curve | Failure:
+    n_params = minimum_points(law, len(data.group_names))
+
+    def failure(status: str, reason: str) -> Failure:
+        return Failure(kind=kind, group=group, status=status, reason=f"{what}: {reason}", n_points=len(data.y),
+                       n_params=n_params)
+
+    if len(data.y) < n_params:
+        groups = f" with {len(data.group_names)} groups" if len(data.group_names) > 1 else ""
+        return failure(UNDERDETERMINED, f"{len(data.y)} points, but the {law.name} law ({law.formula}){groups} has "
+                                        f"{n_params} parameters and needs at least {n_params} points")
     result = fit(law, data, what)
     if not result.converged:
-        raise UserError(
-            f"{what}: the {law.name} fit did not converge (best of {result.starts} starts); "
-            "try another --law, or check the data for outliers"
-        )
+        return failure(NOT_CONVERGED, f"the {law.name} fit did not converge (best of {result.starts} starts); "
+                                      "try another --law, or check the data for outliers")
     if not result.identifiable:
         distinct = len(np.unique(data.X, axis=0))
-        raise UserError(
-            f"{what}: the points cannot pin down the {law.n_params} parameters of the {law.name} law "
-            f"({distinct} distinct x values); use a law with fewer parameters or add scales"
-        )
+        return failure(UNDERDETERMINED, f"the points cannot pin down the {law.n_params} parameters of the {law.name} "
+                                        f"law ({distinct} distinct x values); use a law with fewer parameters or "
+                                        "add scales")
     boot = None
     if result.dof > 0 and len(counts):
         boot = bootstrap.run(result, counts[:, rows])

@@ -8,9 +8,12 @@
 - Spearman correlation of validation loss with each score (Astraios: loss tracks downstream ability).
 - Kendall tau of the method ranking between consecutive scales ("small-model loss predicts
   large-model ranking").
+- How each score was obtained (likelihood-ranked, executed, or generated and parsed), so that a
+  reader never mistakes a likelihood proxy for an executed pass@k.
 """
 
 import itertools
+import json
 import warnings
 from dataclasses import dataclass
 
@@ -23,12 +26,48 @@ from analysis.fitting import Fit, FitData, fit, predict
 from analysis.laws import Law
 from sweeper.errors import UserError
 
-# Metric names that mean "lower is better" (error rates, insecure-code rates, losses).
-LOWER_IS_BETTER = ("insecure", "error", "err_", "loss", "perplexity")
+# Metric names that mean "lower is better" (error rates, insecure-code rates, losses, nats per token).
+LOWER_IS_BETTER = ("insecure", "error", "err_", "loss", "perplexity", "nll")
+# How a score was obtained. Likelihood-scored tasks (named `-ll`, sweeper.evals) generate nothing:
+# they rank given answers by the model's log-probabilities, a graded proxy for models too small to
+# write programs that pass.
+LIKELIHOOD = "likelihood"
+EXECUTED = "executed"  # generated programs run against their tests (pass@k)
+GENERATED = "generated"  # generated text scored without running it (a parsed answer, a static analyser)
+SCORED_BY = {
+    LIKELIHOOD: "likelihood-ranked answers (no generation)",
+    EXECUTED: "generated programs, executed against tests",
+    GENERATED: "generated answers, parsed or statically analysed",
+}
+# A link is used for two-step predictions only if the score tracks the loss: a Spearman correlation
+# of the expected sign at this significance. A link fitted to noise extrapolates noise.
+LINK_P_VALUE = 0.05
 
 
 def lower_is_better(metric: str) -> bool:
     return any(marker in metric.lower() for marker in LOWER_IS_BETTER)
+
+
+def scoring(task: str, metric: str, settings: list[str]) -> tuple[str, float | None]:
+    """How a task's metric was obtained (LIKELIHOOD, EXECUTED or GENERATED), from the task name and
+    the evals rows' `settings` JSON, and the chance level of an accuracy over `options_per_item`
+    choices (None when the evals do not record one)."""
+    options = []
+    for text in settings:
+        try:
+            recorded = json.loads(text) if text else {}
+        except json.JSONDecodeError:
+            recorded = {}
+        if isinstance(recorded, dict) and isinstance(recorded.get("options_per_item"), int):
+            options.append(recorded["options_per_item"])
+    if task.endswith("-ll") or options:
+        kind = LIKELIHOOD
+    elif "pass@" in metric:
+        kind = EXECUTED
+    else:
+        kind = GENERATED
+    chance = 1.0 / max(options) if options and metric.startswith("accuracy") else None
+    return kind, chance
 
 
 @dataclass(frozen=True)
@@ -85,6 +124,7 @@ class ScorePrediction:
     lower: float
     upper: float
     resamples: int  # resamples that both steps could use
+    extrapolated: bool  # the predicted loss lies outside the losses the link was fitted on
 
 
 @dataclass(frozen=True)
@@ -99,17 +139,27 @@ class Link:
     boot: bootstrap.Bootstrap | None
     note: str
     predictions: list[ScorePrediction]
+    scored_by: str = GENERATED  # LIKELIHOOD, EXECUTED or GENERATED
+    chance: float | None = None  # chance level of an accuracy, where known
+
+    @property
+    def tracks_loss(self) -> bool:
+        """Whether the score follows the loss: significant Spearman correlation of the expected sign
+        (positive for lower-is-better metrics, negative otherwise)."""
+        rho, p_value = self.correlation.statistic, self.correlation.p_value
+        expected = 1.0 if lower_is_better(self.metric) else -1.0
+        return bool(np.isfinite(rho) and p_value < LINK_P_VALUE and rho * expected > 0)
 
 
 def fit_link(law: Law, task: str, metric: str, loss: np.ndarray, score: np.ndarray, rows: np.ndarray,
-             counts: np.ndarray) -> Link:
+             counts: np.ndarray, scored_by: str = GENERATED, chance: float | None = None) -> Link:
     """Fit the loss -> score link on one task's (loss, score) pairs, bootstrapped on `counts` (over all
     points; the columns of `rows` are used). Data it cannot be fitted to gives a note, not an error:
     one flat task must not stop the report of the others."""
     correlation = spearman(loss, score)
     link_fit, boot, note = None, None, ""
     if np.ptp(score) == 0:
-        note = f"every score is {score[0]:g}: no link to fit"
+        note = f"every score is {score[0]:.4g}: no link to fit"
     else:
         try:
             link_fit = fit(law, FitData.single(loss, score, "all"), f"link {task}/{metric}")
@@ -122,7 +172,7 @@ def fit_link(law: Law, task: str, metric: str, loss: np.ndarray, score: np.ndarr
     if link_fit is not None and link_fit.dof > 0 and len(counts):
         boot = bootstrap.run(link_fit, counts[:, rows])
     return Link(task=task, metric=metric, loss=loss, score=score, rows=rows, correlation=correlation,
-                fit=link_fit, boot=boot, note=note, predictions=[])
+                fit=link_fit, boot=boot, note=note, predictions=[], scored_by=scored_by, chance=chance)
 
 
 def chain(link: Link, curve: Curve, group: str, label: str, X: np.ndarray) -> ScorePrediction:
@@ -143,7 +193,7 @@ def chain(link: Link, curve: Curve, group: str, label: str, X: np.ndarray) -> Sc
         low, high = bootstrap.interval(scores)
         lower, upper = float(low), float(high)
     return ScorePrediction(group=group, label=label, X=X[0], loss=loss, score=score, lower=lower, upper=upper,
-                           resamples=resamples)
+                           resamples=resamples, extrapolated=not link.loss.min() <= loss <= link.loss.max())
 
 
 def _paired_predictions(link_fit: Fit, thetas: np.ndarray, losses: np.ndarray) -> np.ndarray:

@@ -18,6 +18,10 @@ from sweeper.errors import UserError
 
 STARTS = 8  # grid points refined by the full fit
 AGREE_RTOL = 1e-6  # starts whose loss is within this fraction of the best are said to agree
+# A positive coefficient is searched as exp(u), so it can approach its bound 0 but never reach it: a
+# floor E that the data push to 0 comes out as ~1e-12. When its term is below this fraction of the
+# largest |y| at every point of its group (far below any measurable difference), it is at the bound.
+AT_BOUND_RTOL = 1e-6
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,18 @@ class Fit:
     def predict(self, X: np.ndarray, group: str) -> np.ndarray:
         return predict(self.problem, self.theta[None, :], self.group_names.index(group), X)[0]
 
+    def negligible(self, group: str) -> dict[str, float]:
+        """Per positive coefficient of `group`, the value below which its term is under AT_BOUND_RTOL of
+        the largest |y| at every point of the group (at the fitted exponents): a coefficient (or a
+        bootstrap value of it) below that sits at its bound 0. Empty for laws with free-sign coefficients."""
+        if not self.law.positive_coefficients:
+            return {}
+        rows = self.problem.groups == self.group_names.index(group)
+        phi, _ = self.law.basis(self.theta[None, : self.problem.n_exponents], self.problem.X[rows])
+        largest = np.abs(phi[0]).max(axis=0)  # (k,) the largest basis value of each coefficient
+        floor = AT_BOUND_RTOL * float(np.abs(self.problem.y[rows]).max())
+        return {name: floor / max(float(largest[j]), 1e-300) for j, name in enumerate(self.law.coefficients)}
+
 
 def params_of(problem: Problem, thetas: np.ndarray, group: int) -> list[dict[str, float]]:
     """Natural parameters of one group for each theta row."""
@@ -98,9 +114,14 @@ def predict(problem: Problem, thetas: np.ndarray, group: int, X: np.ndarray) -> 
     return problem.law.predict(thetas[:, :q], problem.coefficients(thetas)[:, group, :], X)
 
 
+def minimum_points(law: Law, n_groups: int) -> int:
+    """Parameters of the law fitted to `n_groups` groups that share its exponents: the fewest points it takes."""
+    return len(law.exponents) + n_groups * len(law.coefficients)
+
+
 def check_points(law: Law, data: FitData, what: str) -> None:
     """Refuse data the law cannot be fitted to, naming the minimum or the bad values."""
-    minimum = len(law.exponents) + len(data.group_names) * len(law.coefficients)
+    minimum = minimum_points(law, len(data.group_names))
     if len(data.y) < minimum:
         groups = f" with {len(data.group_names)} groups" if len(data.group_names) > 1 else ""
         raise UserError(

@@ -3,7 +3,12 @@
 Steps: read the source; pick the columns (sweep defaults: final validation loss vs. total parameters,
 one curve per method); check them; fit each method alone and all jointly, bootstrapped on the same
 resamples; compare the two; extrapolate; backtest on the largest scale; for a sweep, also fit against
-trainable parameters and link the loss to the downstream scores.
+trainable parameters (backtested, not extrapolated: see `_study`) and link the loss to the downstream
+scores.
+
+With a single group every fit failure is an error (the bad-input rules of `sweeper fit`). With several
+groups a failed fit (underdetermined, not converged) is reported and the rest goes on; only a study in
+which nothing at all could be fitted is an error.
 """
 
 from collections.abc import Callable, Iterator
@@ -17,7 +22,7 @@ from pydantic import Field, NonNegativeInt
 from analysis import bootstrap, downstream
 from analysis.backtest import Backtest, run_backtest
 from analysis.compare import Comparison, compare, preferred
-from analysis.curves import INDEPENDENT, Curves, fit_curves
+from analysis.curves import INDEPENDENT, JOINT, Curves, describe_failures, fit_curves
 from analysis.fitting import FitData
 from analysis.laws import LAWS, Law
 from analysis.sources import Source, add_columns, filter_rows, require_columns, require_numeric
@@ -78,7 +83,7 @@ class Study:
     data: FitData
     curves: Curves
     comparison: list[Comparison]
-    preferred: str  # INDEPENDENT or JOINT: the lower leave-one-out error
+    preferred: str  # INDEPENDENT or JOINT: the lower leave-one-out error (or the only complete one)
     predictions: list[Prediction]
     backtest: Backtest | None
 
@@ -146,12 +151,18 @@ def analyze(source: Source, options: Options, backtest: bool = False,
                    group_names=group_names)
     counts = bootstrap.resample_counts(data.groups, options.bootstrap, rng)
     do_backtest = (backtest or options.holdout_largest) and len(level_names) >= 2
-    main = _study(law, x, y, data, counts, levels, level_names, options, do_backtest, source.is_sweep, rng, step)
+    main = _study(law, x, y, data, counts, levels, level_names, options, rng, step, do_backtest=do_backtest,
+                  predict=True, scale_defaults=source.is_sweep)
+    if options.holdout_largest and len(group_names) == 1 and main.backtest and not main.backtest.points:
+        raise UserError(f"{where}: --holdout-largest: {main.backtest.note}")  # asked for, on one curve: strict
     alternative = None
     if source.is_sweep and not options.x and len(law.inputs) == 1 and _usable_x(frame, SWEEP_ALTERNATIVE_X):
         alt_data = FitData(X=_matrix(frame, (SWEEP_ALTERNATIVE_X,)), y=data.y, groups=groups, group_names=group_names)
-        alternative = _study(law, (SWEEP_ALTERNATIVE_X,), y, alt_data, counts, levels, level_names, options, False,
-                             True, rng, step)
+        try:
+            alternative = _study(law, (SWEEP_ALTERNATIVE_X,), y, alt_data, counts, levels, level_names, options, rng,
+                                 step, do_backtest=do_backtest, predict=False, scale_defaults=False)
+        except UserError as err:  # an optional view: its failure is reported, not fatal
+            warnings.append(f"no fit against {SWEEP_ALTERNATIVE_X}: {err}")
     ranking = downstream.ranking_stability(data.y, groups, levels, level_names) if by else []
     links = _links(source, frame, main, link_law, counts, step) if source.is_sweep else []
     analysis = Analysis(
@@ -164,16 +175,26 @@ def analyze(source: Source, options: Options, backtest: bool = False,
 
 
 def _study(law: Law, x: tuple[str, ...], y: str, data: FitData, counts: np.ndarray, levels: np.ndarray,
-           level_names: list[str], options: Options, do_backtest: bool, scale_defaults: bool,
-           rng: np.random.Generator, step: Callable[[str], None]) -> Study:
-    curves = fit_curves(law, data, counts, f"{y} vs {', '.join(x)}", step)
-    step(f"{y} vs {', '.join(x)}: leave-one-out")
+           level_names: list[str], options: Options, rng: np.random.Generator, step: Callable[[str], None], *,
+           do_backtest: bool, predict: bool, scale_defaults: bool) -> Study:
+    """Fit, compare, extrapolate and backtest one choice of x.
+
+    `predict` is False for the trainable-parameter view: how many parameters a method trains at a
+    34B-equivalent scale depends on its configuration there (all of them for full fine-tuning; for
+    LoRA or adapters, a function of width and depth that differs per method), which the ledger does not
+    give, so a multiple of the largest trainable count would be a prediction at no real model. The
+    backtest, at a trained scale whose trainable count is known, judges that view instead."""
+    what = f"{y} vs {', '.join(x)}"
+    curves = fit_curves(law, data, counts, what, step)
+    _check_failures(curves, what)
+    step(f"{what}: leave-one-out")
     comparison = compare(curves)
-    points = _prediction_points(data, law, options.predict, scale_defaults)
+    chosen = preferred(comparison) if comparison else (JOINT if curves.joint else INDEPENDENT)
+    points = _prediction_points(data, law, options.predict, scale_defaults) if predict else {}
     predictions = []
     for curve in curves.all():
         for group in curve.fit.group_names:
-            for label, X in points[group]:
+            for label, X in points.get(group, []):
                 samples = bootstrap.prediction_samples(curve.fit, curve.boot, group, X) if curve.boot else None
                 low, high = bootstrap.interval(samples[:, 0], options.level) if samples is not None else (np.nan, np.nan)
                 predictions.append(Prediction(
@@ -183,8 +204,19 @@ def _study(law: Law, x: tuple[str, ...], y: str, data: FitData, counts: np.ndarr
     backtest = None
     if do_backtest:
         backtest = run_backtest(law, data, levels, level_names, options.bootstrap, rng, step)
-    return Study(x=x, y=y, law=law, data=data, curves=curves, comparison=comparison,
-                 preferred=preferred(comparison), predictions=predictions, backtest=backtest)
+    return Study(x=x, y=y, law=law, data=data, curves=curves, comparison=comparison, preferred=chosen,
+                 predictions=predictions, backtest=backtest)
+
+
+def _check_failures(curves: Curves, what: str) -> None:
+    """A single group's failed fit is an error (nothing else to show); so is a study with no fit at all."""
+    if not curves.failures:
+        return
+    if len(curves.data.group_names) == 1:
+        raise UserError(curves.failures[0].reason)
+    if not curves.all():
+        raise UserError(f"{what}: nothing could be fitted: {describe_failures(curves)}; add scales or use a law "
+                        "with fewer parameters")
 
 
 def _prediction_points(data: FitData, law: Law, predict: tuple[tuple[float, ...], ...],
@@ -216,7 +248,8 @@ def _prediction_points(data: FitData, law: Law, predict: tuple[tuple[float, ...]
 
 def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, counts: np.ndarray,
            step: Callable[[str], None]) -> list[downstream.Link]:
-    """Loss -> score link per task and metric, and the two-step predictions through it."""
+    """Loss -> score link per task and metric, and the two-step predictions through the links whose
+    score tracks the loss (`downstream.Link.tracks_loss`)."""
     evals = source.evals
     if evals is None or evals.height == 0:
         return []
@@ -228,13 +261,17 @@ def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, coun
         .filter(pl.col("value").is_finite())
         .sort("task", "metric", "row")
     )
+    has_settings = "settings" in evals.columns
     links = []
     for (task, metric), pairs in joined.group_by(["task", "metric"], maintain_order=True):
         rows = pairs["row"].to_numpy()
         step(f"link {task}/{metric}")
+        settings = (evals.filter((pl.col("task") == task) & (pl.col("metric") == metric))["settings"]
+                    .cast(pl.String).unique().to_list() if has_settings else [])
+        scored_by, chance = downstream.scoring(str(task), str(metric), settings)
         link = downstream.fit_link(link_law, str(task), str(metric), main.data.y[rows], pairs["value"].to_numpy(),
-                                   rows, counts)
-        if link.fit is not None:
+                                   rows, counts, scored_by, chance)
+        if link.fit is not None and link.tracks_loss:
             for prediction in main.predictions:
                 if prediction.kind == main.preferred:
                     curve = main.curves.curve(prediction.kind, prediction.group)
@@ -318,32 +355,49 @@ def _matrix(frame: pl.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
 
 
 def _fit_warnings(analysis: Analysis) -> list[str]:
-    """Loud notes: fits with no degrees of freedom, bootstraps resting on few resamples."""
+    """Loud notes: failed fits, fits with no degrees of freedom, bootstraps resting on few resamples,
+    a backtest that could not be done."""
     notes = []
     for study in filter(None, (analysis.main, analysis.alternative)):
         what = f"{study.y} vs {', '.join(study.x)}"
         joint = study.curves.joint
+        use_joint = (f"; the joint fit (shared exponents, {_dof(joint.fit.dof)}) is used for it instead"
+                     if joint and joint.fit.dof > 0 else "")
+        for failure in study.curves.failures:
+            fallback = use_joint if failure.kind == INDEPENDENT else "; the independent fits are used instead"
+            notes.append(f"{failure.status.upper()}: {failure.reason}; reported without numbers{fallback}")
+        exact: dict[tuple, list[str]] = {}  # fits with no degrees of freedom, named together when alike
         for curve in study.curves.all():
-            name = f"{what}, {curve.kind} fit" + (f" of {curve.fit.group_names[0]}" if curve.kind == INDEPENDENT else "")
             if curve.underdetermined:
-                offer = (f"; the joint fit (shared exponents) has {joint.fit.dof} degrees of freedom: use it"
-                         if joint and curve.kind == INDEPENDENT and joint.fit.dof > 0
-                         else "; add points or use a law with fewer parameters")
-                notes.append(
-                    f"UNDERDETERMINED: {name}: {curve.fit.n_points} points for {curve.fit.n_params} parameters, "
-                    f"no degrees of freedom, so no interval{offer}"
-                )
-        thin = [c for c in study.curves.all()
+                exact.setdefault((curve.kind, curve.fit.n_points, curve.fit.n_params), []).append(_curve_name(curve))
+        for (kind, n_points, n_params), names in exact.items():
+            offer = (f"; the joint fit (shared exponents) has {_dof(joint.fit.dof)}: use it"
+                     if joint and kind == INDEPENDENT and joint.fit.dof > 0
+                     else "; add points or use a law with fewer parameters")
+            name = f"independent fit(s) of {', '.join(names)}" if kind == INDEPENDENT else "joint fit"
+            notes.append(f"UNDERDETERMINED: {what}, {name}: {n_points} points for {n_params} parameters, "
+                         f"no degrees of freedom, so no interval{offer}")
+        fits = [(_curve_name(c), c) for c in study.curves.all()]
+        if study.backtest:
+            fits += [(f"backtest {_curve_name(c)}", c) for c in study.backtest.curves.all()]
+        thin = [(name, c) for name, c in fits
                 if c.boot is not None and len(c.boot.thetas) < (1 - LEFT_OUT_WARNING) * c.boot.requested]
         if thin:
-            shares = [len(c.boot.thetas) / c.boot.requested for c in thin]
+            shares = [len(c.boot.thetas) / c.boot.requested for _, c in thin]
+            share = f"{min(shares):.0%}" + (f"-{max(shares):.0%}" if max(shares) > min(shares) else "")
             notes.append(
-                f"{what}: the bootstrap of {len(thin)} fit(s) ({', '.join(_curve_name(c) for c in thin)}) rests on "
-                f"{min(shares):.0%}-{max(shares):.0%} of the resamples; the others drew too few distinct scales "
-                "to pin down the law (or did not converge), so those intervals are conditional on that"
+                f"{what}: the intervals of {len(thin)} fit(s) ({', '.join(name for name, _ in thin)}) rest on "
+                f"{share} of the bootstrap resamples: the others drew too few distinct scales to pin down the law "
+                "(or did not converge), so those intervals are conditional on that and likely too narrow"
             )
+        if study.backtest and not study.backtest.points:
+            notes.append(f"{what}: no backtest: {study.backtest.note}")
     return notes
 
 
 def _curve_name(curve) -> str:
     return curve.fit.group_names[0] if curve.kind == INDEPENDENT else "joint"
+
+
+def _dof(count: int) -> str:
+    return f"{count} degree{'' if count == 1 else 's'} of freedom"

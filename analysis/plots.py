@@ -1,10 +1,11 @@
 """Figures (PNG, matplotlib's Agg backend through `Figure`, no global pyplot state).
 
 - curves-<x>.png: y vs x per group, observed points, the independent and joint fits, the bootstrap
-  band of the preferred fit, the extrapolated region shaded and the predictions with their intervals.
-  Laws of two inputs are shown as predicted vs. observed instead.
-- link-<task>.png: score vs loss across groups and scales with the fitted link and its band, and the
-  two-step predictions.
+  band of the preferred fit, the extrapolated region shaded and the predictions with their intervals
+  (a failed fit is named in the panel title). Laws of two inputs are shown as predicted vs. observed.
+- link-<task>.png: score vs loss across groups and scales with the fitted link and its band, the
+  chance level where known, and the two-step predictions. The view is the observed points and the
+  central predictions: a band that extrapolates to -1e5 must not flatten the data into a line.
 - backtest.png: relative error of the prediction of the held-out largest scale, per group and fit.
 """
 
@@ -62,18 +63,27 @@ def _panels(Figure, count: int, columns: int = 4):
     return figure, axes[:count]
 
 
+def _interval_bars(axis, x, lower, upper, color: str, alpha: float = 1.0) -> None:
+    """Capped vertical bars from lower to upper. Not `errorbar`: it takes distances from the estimate,
+    and a percentile interval need not contain the estimate."""
+    x, lower, upper = (np.asarray(v, dtype=float) for v in (x, lower, upper))
+    axis.vlines(x, lower, upper, colors=color, alpha=alpha, linewidth=1.2)
+    axis.plot(np.concatenate([x, x]), np.concatenate([lower, upper]), "_", color=color, alpha=alpha, markersize=7)
+
+
 def _curves_figure(Figure, study: Study, level: float):
     data, curves = study.data, study.curves
     figure, axes = _panels(Figure, len(data.group_names))
     two_inputs = data.X.shape[1] > 1
     for index, (axis, group) in enumerate(zip(axes, data.group_names, strict=True)):
         rows = data.groups == index
-        shown = curves.curve(study.preferred, group) if curves.joint else curves.independent[group]
-        if two_inputs:
+        shown = curves.curve(study.preferred, group) or curves.curve(INDEPENDENT, group) or curves.joint
+        if two_inputs and shown is not None:
             _parity(axis, shown, group, data.X[rows], data.y[rows])
-        else:
+        elif not two_inputs:
             _curve_panel(axis, study, group, data.X[rows, 0], data.y[rows], level)
-        axis.set_title(group)
+        failed = [f"{f.kind}: {f.status}" for kind in (INDEPENDENT, JOINT) if (f := curves.failure(kind, group))]
+        axis.set_title(group + (f" ({'; '.join(failed)})" if failed else ""), fontsize="medium" if not failed else "small")
     figure.suptitle(f"{study.y} vs {', '.join(study.x)}: {study.law.formula}"
                     + (f" (band: {study.preferred} fit, {level:.0%})" if not two_inputs else ""))
     return figure
@@ -83,9 +93,10 @@ def _curve_panel(axis, study: Study, group: str, x: np.ndarray, y: np.ndarray, l
     predictions = [p for p in study.predictions if p.group == group]
     right = max([x.max(), *(p.X[0] for p in predictions)]) * 1.15
     grid = np.geomspace(x.min() / 1.15, right, GRID_POINTS)
-    axis.axvspan(x.max(), right, color="0.92", zorder=0, label="extrapolation")
+    if predictions:
+        axis.axvspan(x.max(), right, color="0.92", zorder=0, label="extrapolation")
     styles = {INDEPENDENT: ("C0", "-"), JOINT: ("C3", "--")}
-    curves = [study.curves.independent[group], *([study.curves.joint] if study.curves.joint else [])]
+    curves = [c for c in (study.curves.curve(INDEPENDENT, group), study.curves.joint) if c is not None]
     for curve in curves:
         color, line = styles[curve.kind]
         axis.plot(grid, curve.fit.predict(grid[:, None], group), line, color=color, label=f"{curve.kind} fit")
@@ -95,13 +106,36 @@ def _curve_panel(axis, study: Study, group: str, x: np.ndarray, y: np.ndarray, l
             axis.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
     for p in predictions:
         if p.kind == study.preferred and np.isfinite(p.lower):
-            axis.errorbar([p.X[0]], [p.estimate], yerr=[[p.estimate - p.lower], [p.upper - p.estimate]],
-                          fmt="o", color=styles[p.kind][0], capsize=3, markersize=4)
+            _interval_bars(axis, [p.X[0]], [p.lower], [p.upper], styles[p.kind][0])
+            axis.plot([p.X[0]], [p.estimate], "o", color=styles[p.kind][0], markersize=4)
     axis.plot(x, y, "ko", markersize=4, label="observed")
     axis.set_xscale("log")
+    _count_ticks(axis, grid[0], grid[-1])
     axis.set_xlabel(study.x[0])
     axis.set_ylabel(study.y)
     axis.legend(fontsize="x-small")
+
+
+def _count_ticks(axis, low: float, high: float) -> None:
+    """Short labels (300k, 1M, 34B) on a log x axis, at 1-2-5 or 1-3 steps when it spans a few decades.
+    Matplotlib's default labels the minor ticks of a short log axis as 3x10^3, 4x10^3, ..., which run
+    into each other in a 3-inch panel."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    decades = np.log10(high / low)
+    if decades <= 2.5:
+        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 1 else (1.0, 3.0)))
+    axis.xaxis.set_major_formatter(FuncFormatter(_count_label))
+    axis.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _count_label(value: float, _position=None) -> str:
+    if abs(value) >= 1e15 or abs(value) < 1:
+        return f"{value:.0e}"
+    for suffix, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:g}{suffix}"
+    return f"{value:g}"
 
 
 def _parity(axis, curve: Curve, group: str, X: np.ndarray, y: np.ndarray) -> None:
@@ -129,15 +163,23 @@ def _link_figure(Figure, link: Link, analysis: Analysis):
         low, high = bootstrap.interval(bootstrap.prediction_samples(link.fit, link.boot, "all", grid[:, None]),
                                        analysis.options.level)
         axis.fill_between(grid, low, high, color="k", alpha=0.15, linewidth=0)
+    if link.chance is not None:
+        axis.axhline(link.chance, color="0.4", linestyle=":", linewidth=1, label="chance")
     for p in link.predictions:
         index = names.index(p.group)
-        error = [[p.score - p.lower], [p.upper - p.score]] if np.isfinite(p.lower) else None
-        axis.errorbar([p.loss], [p.score], yerr=error, fmt="D", color=f"C{index % 10}", markersize=4,
-                      capsize=2, markerfacecolor="white")
+        if np.isfinite(p.lower):
+            _interval_bars(axis, [p.loss], [p.lower], [p.upper], f"C{index % 10}")
+        axis.plot([p.loss], [p.score], "D", color=f"C{index % 10}", markersize=4, markerfacecolor="white")
+    # Frame the observed scores, the chance level and the central predictions (not the whole band).
+    shown = np.array([*link.score, *(p.score for p in link.predictions),
+                      *([link.chance] if link.chance is not None else [])])
+    margin = 0.1 * max(float(np.ptp(shown)), 1e-3 * max(float(np.abs(shown).max()), 1.0))
+    axis.set_ylim(shown.min() - margin, shown.max() + margin)
     axis.set_xlabel(f"{analysis.main.y}")
-    axis.set_ylabel(f"{link.task} {link.metric}")
-    axis.set_title(f"{link.fit.law.formula}; Spearman {link.correlation.statistic:.2f}; "
-                   "open diamonds: two-step predictions", fontsize="small")
+    axis.set_ylabel(f"{link.task} {link.metric} ({link.scored_by})")
+    axis.set_title(f"{link.fit.law.formula}; Spearman {link.correlation.statistic:.2f}"
+                   + ("; open diamonds: two-step predictions" if link.predictions else "; no two-step prediction"),
+                   fontsize="small")
     axis.legend(fontsize="x-small", ncols=2)
     return figure
 
@@ -156,9 +198,7 @@ def _backtest_figure(Figure, study: Study):
         low = np.array([(p.lower - p.observed) / p.observed for p in points]) * 100
         high = np.array([(p.upper - p.observed) / p.observed for p in points]) * 100
         has_band = np.isfinite(low)
-        axis.errorbar(np.array(positions)[has_band], relative[has_band],
-                      yerr=[relative[has_band] - low[has_band], high[has_band] - relative[has_band]],
-                      fmt="none", ecolor=colors[kind], capsize=3, alpha=0.6)
+        _interval_bars(axis, np.array(positions)[has_band], low[has_band], high[has_band], colors[kind], alpha=0.6)
         axis.plot(positions, relative, "o", color=colors[kind],
                   label=f"{kind} (mean |error| {backtest.mean_abs_relative_error(kind):.2%})")
     axis.axhline(0.0, color="k", linewidth=1)

@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from analysis import bootstrap
-from analysis.curves import INDEPENDENT, JOINT, Curve
+from analysis.curves import INDEPENDENT, JOINT, NOT_CONVERGED, Curve, Failure, describe_failures
+from analysis.downstream import LIKELIHOOD, LINK_P_VALUE, SCORED_BY, Link, ScorePrediction
+from analysis.formatting import number, percent, with_interval
 from analysis.laws import LOG_HUBER_DELTA
 from analysis.pipeline import EXTRAPOLATIONS, LARGEST_ASTRAIOS_BILLIONS, Analysis, Study
 from sweeper.io import atomic_write_text
@@ -40,16 +42,6 @@ def write_report(analysis: Analysis, figures: list[Path], folder: Path) -> list[
     return [md_path, html_path]
 
 
-def _num(value: float, digits: int = 4) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}g}"
-
-
-def _with_interval(estimate: float, lower: float, upper: float) -> str:
-    if not np.isfinite(lower):
-        return f"{_num(estimate)} (no interval)"
-    return f"{_num(estimate)} [{_num(lower)}, {_num(upper)}]"
-
-
 def build(analysis: Analysis, figures: list[Path]) -> list[Block]:
     main, level = analysis.main, analysis.options.level
     blocks = [Block("p", _summary(analysis))]
@@ -57,20 +49,21 @@ def build(analysis: Analysis, figures: list[Path]) -> list[Block]:
         blocks += [Block("h2", "Warnings"), Block("list", items=tuple(analysis.warnings))]
     blocks += study_blocks(main, level, "Scaling of " + main.y)
     if analysis.alternative:
-        blocks += study_blocks(analysis.alternative, level, f"Against trainable parameters ({analysis.alternative.x[0]})")
+        blocks += study_blocks(analysis.alternative, level, f"Against trainable parameters ({analysis.alternative.x[0]})",
+                               alternative=True)
     if analysis.ranking:
         blocks += [
             Block("h2", "Ranking stability across scales"),
             Block("p", f"Kendall tau between the ranking of the {analysis.by or 'group'}s by {main.y} at consecutive "
                        "scales (1: same order; the paper's claim that small-model loss predicts the large-model ranking)."),
             Block("table", items=(("scales", "Kendall tau", "p-value", "groups"), [
-                (f"{a.lower} -> {a.upper}", _num(a.tau.statistic, 3), _num(a.tau.p_value, 2), str(a.tau.n))
+                (f"{a.lower} -> {a.upper}", number(a.tau.statistic, 3), number(a.tau.p_value, 2), str(a.tau.n))
                 for a in analysis.ranking])),
         ]
     if analysis.links:
         blocks += _downstream_blocks(analysis)
     blocks += [Block("h2", "Figures")]
-    blocks += [Block("figure", text=_caption(path), path=path) for path in figures]
+    blocks += [Block("figure", text=_caption(path, analysis), path=path) for path in figures]
     blocks += _method_blocks(analysis)
     return blocks
 
@@ -84,61 +77,133 @@ def _summary(analysis: Analysis) -> str:
             + (f"; ladder `{source.manifest['space']['ladder']}`" if "ladder" in source.manifest.get("space", {}) else "")
             + ")") if source.is_sweep else f"table `{source.path}`"
     groups = f"{len(main.data.group_names)} {analysis.by}s ({', '.join(main.data.group_names)})" if analysis.by else "one group"
+    if main.comparison:
+        chosen = f"Preferred fit (lower leave-one-out error): **{main.preferred}**."
+    elif main.curves.failures:
+        chosen = f"Fit used for predictions: **{main.preferred}** (the only complete one)."
+    else:
+        chosen = ""
     return (f"Source: {what}. {len(main.data.y)} points, {groups}, {len(analysis.level_names)} scales by "
             f"`{analysis.size}` ({', '.join(analysis.level_names)}). Law: `{main.law.formula}` with "
             f"`{main.y}` as y and `{', '.join(main.x)}` as x. Intervals: {analysis.options.level:.0%} bootstrap "
-            f"percentile intervals from {analysis.options.bootstrap} resamples. "
-            + (f"Preferred fit (lower leave-one-out error): **{main.preferred}**." if main.comparison else ""))
+            f"percentile intervals from {analysis.options.bootstrap} resamples. " + chosen)
 
 
-def study_blocks(study: Study, level: float, title: str) -> list[Block]:
+def study_blocks(study: Study, level: float, title: str, alternative: bool = False) -> list[Block]:
     blocks = [Block("h2", title)]
-    labels = list(dict.fromkeys(p.label for p in study.predictions))
-    if labels:
-        rows = []
-        for p_group in study.data.group_names:
-            for kind in (INDEPENDENT, JOINT):
-                cells = [next((_with_interval(p.estimate, p.lower, p.upper) for p in study.predictions
-                               if p.group == p_group and p.kind == kind and p.label == label), None) for label in labels]
-                if cells[0] is not None:
-                    marker = " (preferred)" if kind == study.preferred and study.comparison else ""
-                    rows.append((p_group, kind + marker, *cells))
-        blocks += [Block("h3", "Extrapolation"),
-                   Block("p", f"Predicted {study.y} at {', '.join(labels)}"
-                              + (f": {EXTRAPOLATION_TEXT} times each group's largest `{study.x[0]}`."
-                                 if set(labels) <= set(EXTRAPOLATIONS) else f" (`{':'.join(study.x)}`).")),
-                   Block("table", items=(("group", "fit", *labels), rows))]
-    param_names = (*study.law.exponents, *study.law.coefficients)
-    rows = []
-    for curve in study.curves.all():
-        samples_of = _param_intervals(curve, level)
-        for group in curve.fit.group_names:
-            values = curve.fit.params(group)
-            rows.append((group, curve.kind, *(_with_interval(values[n], *samples_of(group, n)) for n in param_names),
-                         str(curve.fit.dof), "yes" if curve.fit.converged else "NO"))
+    if alternative:
+        blocks += [Block("p", f"No extrapolation against `{study.x[0]}`: how many parameters a method trains at a "
+                              "34B-equivalent scale depends on its configuration there (all of them for full "
+                              "fine-tuning; for LoRA or adapters a method-specific function of width and depth), which "
+                              "the ledger does not give. The backtest below judges this view on a scale that was "
+                              "trained.")]
+    blocks += _extrapolation_blocks(study)
     blocks += [Block("h3", "Fitted parameters"),
-               Block("p", "Joint fit: exponents shared by all groups, coefficients per group."
-                     if study.curves.joint else ""),
-               Block("table", items=(("group", "fit", *param_names, "dof", "converged"), rows))]
-    if study.comparison:
-        rows = [(c.kind + (" (preferred)" if c.kind == study.preferred else ""), str(c.params),
-                 _num(c.loo_mean_abs_error, 3), _num(c.aic, 5), _num(c.aicc, 5)) for c in study.comparison]
-        blocks += [Block("h3", "Joint vs. independent fits"),
-                   Block("p", f"Leave-one-out mean absolute error over {study.comparison[0].loo_predicted} points "
-                              + ("(log residual, about a relative error)" if study.law.log_residuals else "")
-                              + "; AIC from the Laplace likelihood of the residuals (AICc: small-sample corrected)."),
-                   Block("table", items=(("fit", "parameters", "LOO error", "AIC", "AICc"), rows))]
+               Block("p", ("Joint fit: exponents shared by all groups, coefficients per group. "
+                           if len(study.data.group_names) > 1 else "")
+                     + "`0 (at bound)`: a coefficient the data push to its lower bound 0 (it is fitted as a "
+                       "positive number)."),
+               Block("table", items=(("group", "fit", *study.law.exponents, *study.law.coefficients, "dof", "converged"),
+                                     _parameter_rows(study, level)))]
+    blocks += _comparison_blocks(study)
     if study.backtest:
-        bt = study.backtest
-        rows = [(p.group, p.kind, _num(p.observed), _with_interval(p.predicted, p.lower, p.upper),
-                 f"{p.relative_error:+.2%}",
-                 "n/a" if not np.isfinite(p.lower) else "yes" if p.lower <= p.observed <= p.upper else "no")
-                for p in bt.points]
-        summary = "; ".join(f"{kind}: mean |relative error| {bt.mean_abs_relative_error(kind):.2%}" for kind in bt.kinds())
-        blocks += [Block("h3", f"Backtest: predicting {bt.held_out_level} without it"),
-                   Block("p", f"Fitted on every smaller scale, predicted at {bt.held_out_level}. {summary}."),
-                   Block("table", items=(("group", "fit", "observed", "predicted", "error", "inside interval"), rows))]
+        blocks += _backtest_blocks(study)
     return blocks
+
+
+def _extrapolation_blocks(study: Study) -> list[Block]:
+    labels = list(dict.fromkeys(p.label for p in study.predictions))
+    if not labels:
+        return []
+    rows = []
+    for group in study.data.group_names:
+        for kind in (INDEPENDENT, JOINT):
+            cells = [next((with_interval(p.estimate, p.lower, p.upper) for p in study.predictions
+                           if p.group == group and p.kind == kind and p.label == label), None) for label in labels]
+            failure = study.curves.failure(kind, group)
+            if cells[0] is None and failure:
+                cells = [failure.status] * len(labels)
+            if cells[0] is not None:
+                marker = " (preferred)" if kind == study.preferred and study.comparison else ""
+                rows.append((group, kind + marker, *cells))
+    return [Block("h3", "Extrapolation"),
+            Block("p", f"Predicted {study.y} at {', '.join(labels)}"
+                       + (f": {EXTRAPOLATION_TEXT} times each group's largest `{study.x[0]}`."
+                          if set(labels) <= set(EXTRAPOLATIONS) else f" (`{':'.join(study.x)}`).")),
+            Block("table", items=(("group", "fit", *labels), rows))]
+
+
+def _parameter_rows(study: Study, level: float) -> list[tuple]:
+    """One row per group and fit; a failed fit shows its status instead of numbers."""
+    names = (*study.law.exponents, *study.law.coefficients)
+
+    def rows_of(curve: Curve) -> list[tuple]:
+        samples_of = _param_intervals(curve, level)
+        rows = []
+        for group in curve.fit.group_names:
+            values, zero_below = curve.fit.params(group), curve.fit.negligible(group)
+            rows.append((group, curve.kind, *(with_interval(values[n], *samples_of(group, n), zero_below.get(n, 0.0))
+                                              for n in names),
+                         str(curve.fit.dof), "yes" if curve.fit.converged else "NO"))
+        return rows
+
+    def failed(failure: Failure, group: str) -> tuple:
+        return (group, failure.kind, failure.status, *["—"] * (len(names) - 1), str(failure.n_points - failure.n_params),
+                "NO" if failure.status == NOT_CONVERGED else "—")
+
+    rows = []
+    for group in study.data.group_names:
+        curve = study.curves.independent.get(group)
+        rows += rows_of(curve) if curve else [failed(study.curves.failure(INDEPENDENT, group), group)]
+    if study.curves.joint:
+        rows += rows_of(study.curves.joint)
+    elif failure := study.curves.failure(JOINT, JOINT):
+        rows.append(failed(failure, "all"))
+    return rows
+
+
+def _comparison_blocks(study: Study) -> list[Block]:
+    if not study.comparison:
+        failures = study.curves.failures
+        if not failures or len(study.data.group_names) < 2:
+            return []
+        incomplete = ("the joint fit failed" if study.curves.failure(JOINT, JOINT)
+                      else "the independent fits are incomplete (" + ", ".join(
+                          f"{f.group}: {f.status}" for f in failures if f.kind == INDEPENDENT) + ")")
+        return [Block("h3", "Joint vs. independent fits"),
+                Block("p", f"No comparison: {incomplete}, so the two cannot be scored on the same points. "
+                           f"The {study.preferred} fit is used for every group it covers.")]
+    relative = study.law.log_residuals
+    rows = [(c.kind + (" (preferred)" if c.kind == study.preferred else ""), str(c.params),
+             percent(c.loo_mean_abs_error) if relative else number(c.loo_mean_abs_error, 3),
+             f"{c.aic:.1f}", "n/a" if not np.isfinite(c.aicc) else f"{c.aicc:.1f}") for c in study.comparison]
+    return [Block("h3", "Joint vs. independent fits"),
+            Block("p", f"Leave-one-out mean absolute error over {study.comparison[0].loo_predicted} points "
+                       + ("(of log y: a relative error) " if relative else "")
+                       + "and AIC from the Laplace likelihood of the residuals (AICc: small-sample corrected); "
+                         "lower is better."),
+            Block("table", items=(("fit", "parameters", "LOO error", "AIC", "AICc"), rows))]
+
+
+def _backtest_blocks(study: Study) -> list[Block]:
+    bt = study.backtest
+    title = Block("h3", f"Backtest: predicting {bt.held_out_level} without it")
+    if not bt.points:
+        return [title, Block("p", f"Not possible: {bt.note}.")]
+    rows = [(p.group, p.kind, number(p.observed), with_interval(p.predicted, p.lower, p.upper),
+             f"{p.relative_error:+.2%}",
+             "n/a" if not np.isfinite(p.lower) else "yes" if p.lower <= p.observed <= p.upper else "no")
+            for p in bt.points]
+    summary = []
+    for kind in bt.kinds():
+        inside, judged = bt.inside(kind)
+        coverage = f", observed inside the interval for {inside} of {judged}" if judged else ""
+        summary.append(f"{kind}: mean |relative error| {percent(bt.mean_abs_relative_error(kind))}{coverage}")
+    failed = describe_failures(bt.curves)
+    return [title,
+            Block("p", f"Fitted on every smaller scale, predicted at {bt.held_out_level}. {'; '.join(summary)}."
+                       + (f" Not fitted without {bt.held_out_level}: {failed}." if failed else "")),
+            Block("table", items=(("group", "fit", "observed", "predicted", "error", "inside interval"), rows))]
 
 
 def _param_intervals(curve: Curve, level: float):
@@ -153,37 +218,68 @@ def _param_intervals(curve: Curve, level: float):
 
 def _downstream_blocks(analysis: Analysis) -> list[Block]:
     main = analysis.main
-    rows = [(f"{link.task} / {link.metric}", _num(link.correlation.statistic, 3), _num(link.correlation.p_value, 2),
-             str(link.correlation.n), link.note or _link_params(link)) for link in analysis.links]
+    rows = [(f"{link.task} / {link.metric}", _scored_by(link), number(link.correlation.statistic, 3),
+             number(link.correlation.p_value, 2), str(link.correlation.n), link.note or _link_params(link))
+            for link in analysis.links]
+    kinds = list(dict.fromkeys(link.scored_by for link in analysis.links))
     blocks = [Block("h2", "Downstream scores"),
-              Block("p", f"Spearman correlation of {main.y} with each score across all cells, and the "
-                         f"`{analysis.link_law.formula}` link fitted across methods and scales."),
-              Block("table", items=(("task / metric", "Spearman", "p-value", "cells", "link"), rows))]
+              Block("p", "How each score was obtained: " + "; ".join(f"**{k}**: {SCORED_BY[k]}" for k in kinds) + "."
+                         + (" Likelihood scores (tasks named `-ll`) are a proxy for models too small to write "
+                            "passing programs: they are not pass@k." if LIKELIHOOD in kinds else "")),
+              Block("p", f"Spearman correlation of {main.y} with each score across all cells (a score that improves "
+                         "as the loss falls correlates negatively, or positively for lower-is-better metrics such "
+                         f"as nll), and the `{analysis.link_law.formula}` link fitted across methods and scales."),
+              Block("table", items=(("task / metric", "scored by", "Spearman", "p-value", "cells", "link"), rows))]
+    untracked = [link for link in analysis.links if link.fit is not None and not link.tracks_loss]
+    if untracked:
+        blocks.append(Block("p", "No two-step prediction where the score does not track the loss (Spearman p >= "
+                                 f"{LINK_P_VALUE:g}, or the wrong sign): " + ", ".join(
+                                     f"{link.task} / {link.metric} (rho {number(link.correlation.statistic, 2)}, "
+                                     f"p {number(link.correlation.p_value, 2)})" for link in untracked) + "."))
     for link in analysis.links:
-        if not link.predictions:
-            continue
-        labels = list(dict.fromkeys(p.label for p in link.predictions))
-        table = [(group, *(next(_with_interval(p.score, p.lower, p.upper) for p in link.predictions
-                                if p.group == group and p.label == label) for label in labels))
-                 for group in dict.fromkeys(p.group for p in link.predictions)]
-        blocks += [Block("h3", f"Two-step prediction: {link.task} / {link.metric}"),
-                   Block("p", f"Scale -> {main.y} ({main.preferred} fit) -> score (link), bootstrapped through "
-                              "both steps on the same resampled cells."),
-                   Block("table", items=(("group", *labels), table))]
+        if link.predictions:
+            blocks += _two_step_blocks(link, analysis)
     return blocks
 
 
+def _two_step_blocks(link: Link, analysis: Analysis) -> list[Block]:
+    main = analysis.main
+    labels = list(dict.fromkeys(p.label for p in link.predictions))
+
+    def cell(p: ScorePrediction) -> str:
+        return with_interval(p.score, p.lower, p.upper) + (" †" if p.extrapolated else "")
+
+    table = [(group, *(next(cell(p) for p in link.predictions if p.group == group and p.label == label)
+                       for label in labels))
+             for group in dict.fromkeys(p.group for p in link.predictions)]
+    text = (f"Scale -> {main.y} ({main.preferred} fit) -> score (link), bootstrapped through both steps on the same "
+            "resampled cells.")
+    if any(p.extrapolated for p in link.predictions):
+        text += (f" †: the predicted {main.y} lies outside the range the link was fitted on "
+                 f"({number(link.loss.min())} to {number(link.loss.max())}), so the link itself is extrapolated.")
+    return [Block("h3", f"Two-step prediction: {link.task} / {link.metric}"), Block("p", text),
+            Block("table", items=(("group", *labels), table))]
+
+
+def _scored_by(link: Link) -> str:
+    return link.scored_by + (f" (chance {link.chance:.2f})" if link.chance is not None else "")
+
+
 def _link_params(link) -> str:
-    return ", ".join(f"{name} = {_num(value)}" for name, value in link.fit.params("all").items())
+    return ", ".join(f"{name} = {number(value)}" for name, value in link.fit.params("all").items())
 
 
-def _caption(path: Path) -> str:
+def _caption(path: Path, analysis: Analysis) -> str:
     name = path.stem
+    y = analysis.main.y
     if name.startswith("curves-"):
-        return (f"y vs {name.removeprefix('curves-')}: observed points, independent (solid) and joint (dashed) "
-                "fits, interval band of the preferred fit, extrapolated region shaded, predictions with intervals.")
+        x = name.removeprefix("curves-")
+        extrapolated = analysis.alternative is None or x != analysis.alternative.x[0]
+        return (f"{y} vs {x}: observed points, independent (solid) and joint (dashed) fits, interval band of the "
+                "preferred fit" + (", extrapolated region shaded, predictions with intervals." if extrapolated else "."))
     if name.startswith("link-"):
-        return f"Loss -> score link for {name.removeprefix('link-')}, with two-step predictions (open diamonds)."
+        return (f"{y} -> score link for {name.removeprefix('link-')} (dotted: chance level, where known), with "
+                "two-step predictions (open diamonds).")
     return "Backtest: error of the prediction of the largest scale from the smaller ones, with intervals."
 
 
@@ -196,10 +292,14 @@ def _method_blocks(analysis: Analysis) -> list[Block]:
                    "points (Hoffmann et al. 2022; Besiroglu et al. 2024). Starting values: variable projection "
                    "(coefficients solved exactly by non-negative least squares on a grid of exponents); the best "
                    "grid points are refined by Levenberg-Marquardt; a fit counts as converged only with a "
-                   "first-order optimality certificate. Links are fitted by least squares. Bootstrap: points "
-                   "resampled within each group, every fit redone on every resample (the two-step predictions "
-                   "chain both steps on the same resample); resamples that cannot identify every parameter "
-                   "are left out and counted."),
+                   "first-order optimality certificate. A fit whose points cannot pin down every parameter "
+                   "(underdetermined) or that does not converge is reported as such, without numbers. Links are "
+                   "fitted by least squares; two-step predictions go only through links whose score tracks the "
+                   f"loss (Spearman p < {LINK_P_VALUE:g}, of the expected sign). Bootstrap: points resampled within "
+                   "each group, every fit redone on every resample (the two-step predictions chain both steps on "
+                   "the same resample); resamples that cannot identify every parameter are left out and counted. "
+                   "Estimates are rounded so that the narrower side of their interval shows two significant "
+                   "digits."),
         Block("p", f"Provenance: git {prov.get('git_sha', 'unknown')}{' (dirty)' if prov.get('git_dirty') else ''}; "
                    f"{versions}; host {prov.get('hardware', {}).get('host', '?')}; "
                    f"written {datetime.now(UTC).isoformat(timespec='seconds')}."),

@@ -30,6 +30,10 @@ GRADIENT_TOL = 1e-5
 # at rounding level, relative to y for log residuals and to max |y| otherwise.
 EXACT_TOL = 1e-9
 MAX_DAMPING = 1e12
+# Damping never falls below this: without a floor, a long run of accepted steps divides it down to 0
+# (1e-3 / 3^700 underflows), and where the points cannot pin down every parameter the undamped
+# Gauss-Newton matrix is singular. At 1e-12 x diag(H) the step is Gauss-Newton to twelve digits.
+MIN_DAMPING = 1e-12
 # Curvature credited to a point beyond the Huber threshold, as a fraction of the IRLS secant psi(r)/r.
 # The exact Gauss-Newton curvature there is 0 (the loss is linear in r), which makes the matrix
 # singular; the full secant overstates it and slows convergence to a crawl on near-L1 problems.
@@ -176,7 +180,7 @@ def _levenberg_marquardt(problem: Problem, theta: np.ndarray, weights: np.ndarra
         system = hessian + (damping[idx, None] * scale)[:, :, None] * np.eye(problem.n_params)
         solvable = np.isfinite(system).all(axis=(1, 2)) & np.isfinite(gradient).all(axis=1)
         system[~solvable] = np.eye(problem.n_params)  # cannot move: stopped below, reported unconverged
-        step = np.linalg.solve(system, -gradient[..., None])[..., 0]
+        step = _solve(system, -gradient)
         step[~solvable] = 0.0
         trial = t + step
         trial_value = objective(problem, trial, w)
@@ -185,7 +189,7 @@ def _levenberg_marquardt(problem: Problem, theta: np.ndarray, weights: np.ndarra
         accepted = idx[better]
         theta[accepted] = trial[better]
         value[accepted] = trial_value[better]
-        damping[idx] = np.where(better, damping[idx] / 3.0, damping[idx] * 4.0)
+        damping[idx] = np.where(better, np.maximum(damping[idx] / 3.0, MIN_DAMPING), damping[idx] * 4.0)
         iterations[idx] += 1
         running[idx[small | (damping[idx] > MAX_DAMPING) | ~solvable]] = False
         running[idx[value[idx] == 0.0]] = False  # an exact fit (as many points as parameters)
@@ -195,19 +199,27 @@ def _levenberg_marquardt(problem: Problem, theta: np.ndarray, weights: np.ndarra
     return Solution(theta=theta, objective=value, converged=converged, iterations=iterations)
 
 
+def _solve(system: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Batched solve of system (B, P, P) x = rhs (B, P). One exactly singular system (possible only in
+    rounding, as the damping keeps them positive definite) would fail the whole batch: then every
+    system gets the least-norm solution instead."""
+    try:
+        return np.linalg.solve(system, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return (np.linalg.pinv(system) @ rhs[..., None])[..., 0]
+
+
 def identifiable(problem: Problem, theta: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Whether the points with positive weight pin down every parameter (B,): the Jacobian in natural
     parameters has full column rank. False for, e.g., a 3-parameter law on 2 distinct x values."""
-    _, jac = problem.evaluate(theta, natural=True)
-    used = np.where(np.asarray(weights)[..., None] > 0, jac, 0.0)
-    used = np.where(np.isfinite(used), used, 0.0)
-    # Normalise columns so that the rank test does not depend on the units of each parameter.
-    norms = np.linalg.norm(used, axis=1, keepdims=True)
-    singular = np.linalg.svd(used / np.where(norms > 0, norms, 1.0), compute_uv=False)
+    # A degenerate fit (an exponent run off to a huge value) can overflow here: it then counts as
+    # unidentifiable, which it is.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        _, jac = problem.evaluate(theta, natural=True)
+        used = np.where(np.asarray(weights)[..., None] > 0, jac, 0.0)
+        used = np.where(np.isfinite(used), used, 0.0)
+        # Normalise columns so that the rank test does not depend on the units of each parameter.
+        norms = np.linalg.norm(used, axis=1, keepdims=True)
+        scaled = np.where(np.isfinite(norms) & (norms > 0), used / np.where(norms > 0, norms, 1.0), 0.0)
+    singular = np.linalg.svd(scaled, compute_uv=False)
     return (singular > 1e-8 * np.sqrt(problem.n_params)).sum(axis=1) == problem.n_params
-
-
-
-
-
-

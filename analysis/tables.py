@@ -1,6 +1,7 @@
 """The tidy results table: one row per estimate, the same columns for every kind of result.
 
-`section` says what a row is: fit (one per fitted curve: loss, degrees of freedom, convergence),
+`section` says what a row is: fit (one per fitted curve: loss, degrees of freedom, convergence; a
+failed fit has no estimate and its status and reason in `note`),
 parameter, prediction, comparison (leave-one-out error, AIC, AICc), backtest, ranking (Kendall tau
 between consecutive scales), correlation (Spearman of loss with a score), link-parameter and
 downstream (two-step score predictions). Written as parquet + CSV, and as JSON with the provenance.
@@ -14,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from analysis import bootstrap
-from analysis.curves import Curve
+from analysis.curves import INDEPENDENT, NOT_CONVERGED, Curve
 from analysis.pipeline import Analysis, Study
 from sweeper.io import atomic_write, atomic_write_json
 
@@ -40,7 +41,8 @@ def results_table(analysis: Analysis) -> pl.DataFrame:
         target = f"{link.task}/{link.metric}"
         rows.append(_row("correlation", x=y, y=target, name=target, estimate=link.correlation.statistic,
                          p_value=link.correlation.p_value, n_points=link.correlation.n,
-                         note=f"Spearman correlation of {y} with the score"))
+                         note=f"Spearman correlation of {y} with the score; scored by {link.scored_by}"
+                         + ("" if link.tracks_loss else "; the score does not track the loss: no two-step prediction")))
         if link.fit is None:
             rows.append(_row("link-parameter", fit="link", law=analysis.link_law.name, x=y, y=target, note=link.note))
             continue
@@ -50,7 +52,8 @@ def results_table(analysis: Analysis) -> pl.DataFrame:
         for p in link.predictions:
             rows.append(_row("downstream", **common, group=p.group, name=target, label=p.label, at=float(p.X[0]),
                              estimate=p.score, lower=p.lower, upper=p.upper, resamples=p.resamples,
-                             note=f"via predicted {y} {p.loss:.4g} ({analysis.main.preferred} fit)"))
+                             note=f"via predicted {y} {p.loss:.4g} ({analysis.main.preferred} fit)"
+                             + ("; the link is extrapolated beyond the losses it was fitted on" if p.extrapolated else "")))
     return pl.DataFrame(rows, schema=SCHEMA, orient="row") if rows else pl.DataFrame(schema=SCHEMA)
 
 
@@ -62,6 +65,11 @@ def _study_rows(study: Study, level: float) -> list[dict]:
         for group in curve.fit.group_names:
             rows.append(_fit_row(curve, group, common))
             rows += _parameter_rows(curve.fit, curve.boot, group, common, level)
+    for failure in study.curves.failures:
+        rows.append(_row("fit", **base, fit=failure.kind, group=failure.group if failure.kind == INDEPENDENT else "all",
+                         name="summed_loss", n_points=failure.n_points, dof=failure.n_points - failure.n_params,
+                         converged=False if failure.status == NOT_CONVERGED else None,
+                         note=f"{failure.status.upper()}: {failure.reason}"))
     for p in study.predictions:
         rows.append(_row("prediction", **base, fit=p.kind, group=p.group, name=study.y, label=p.label,
                          at=float(p.X[0]), estimate=p.estimate, lower=p.lower, upper=p.upper))
@@ -103,10 +111,12 @@ def _fit_row(curve: Curve, group: str, common: dict) -> dict:
 def _parameter_rows(fit, boot, group: str, common: dict, level: float) -> list[dict]:
     samples = bootstrap.parameter_samples(fit, boot, group) if boot is not None else {}
     rows = []
+    zero_below = fit.negligible(group)
     for name, value in fit.params(group).items():
         lower, upper = bootstrap.interval(samples[name], level) if name in samples else (math.nan, math.nan)
         rows.append(_row("parameter", **common, group=group, name=name, estimate=value,
-                         lower=float(lower), upper=float(upper)))
+                         lower=float(lower), upper=float(upper),
+                         note="at its lower bound 0" if value < zero_below.get(name, 0.0) else None))
     return rows
 
 

@@ -98,10 +98,14 @@ class CheckpointStore:
         return self._download(self._path(trial_key, name), local_dir) if name else None
 
     def save_final(self, trial_key: str, local_dir: Path) -> str:
-        """Upload a finished trial's tuned weights; returns their URI (recorded in the ledger)."""
+        """Upload a finished trial's tuned weights, then drop its resume checkpoints (a full fine-tune's
+        optimizer state is several times the model); returns the weights' URI (recorded in the ledger)."""
         remote = self._path(trial_key, FINAL)
         self._upload(local_dir, remote)
         self._write_text(self._path(trial_key, FINAL, FINAL_MARKER), "complete")
+        for info in self.fs.get_file_info(pafs.FileSelector(self._path(trial_key), allow_not_found=True)):
+            if info.base_name.startswith("step-") or info.base_name == LATEST:
+                (self.fs.delete_dir if info.type == pafs.FileType.Directory else self.fs.delete_file)(info.path)
         return self.uri.rstrip("/") + f"/{trial_key}/{FINAL}"
 
     def fetch_final(self, trial_key: str, local_dir: Path) -> Path:

@@ -181,7 +181,9 @@ app.command("report")(analysis_commands.report)
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the code of a `typer.Exit` instead of exiting.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except UserError as err:
         typer.echo(f"error: {err}", err=True)
         sys.exit(2)

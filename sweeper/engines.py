@@ -28,7 +28,9 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[s
     for param in model.parameters():
         if param.requires_grad:
             (decay if param.ndim >= 2 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # DeepSpeed drops empty groups (LoRA has no bias), which would desynchronise the lr scheduler.
+    return [group for group in groups if group["params"]]
 
 
 def autocast_for(device: torch.device, precision: str):

@@ -39,6 +39,7 @@ from sweeper.progress import LiveTable
 from sweeper.space import Cell
 
 DRIVER_CPU = 0.01  # a Train-backed trial's driver only waits on its workers
+DRIVER_SLOTS = 1000  # trial drivers local Ray can hold at once (as cluster.yaml's head declares)
 RUNNING = "running"
 
 
@@ -66,7 +67,9 @@ def trial_resources(cell: Cell, pin_drivers: bool = False) -> dict[str, float]:
         return {"CPU": cell.resources.cpus_per_worker}
     from sweeper.cluster import DRIVER_RESOURCE
 
-    return {"CPU": DRIVER_CPU, **({DRIVER_RESOURCE: 1} if pin_drivers else {})}
+    # Not even a fraction of a CPU where the driver resource exists: on a 2-CPU machine a 0.01-CPU
+    # driver leaves 1.99 CPUs, and a 2-worker trial would wait for its workers forever.
+    return {DRIVER_RESOURCE: 1} if pin_drivers else {"CPU": DRIVER_CPU}
 
 
 # -- Ray start and cluster checks ------------------------------------------------------------------
@@ -83,8 +86,10 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
         _check_reachable(address)
     try:
         if address in (None, "local"):
+            from sweeper.cluster import DRIVER_RESOURCE
+
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=False,
-                     logging_level=logging.WARNING)
+                     logging_level=logging.WARNING, resources={DRIVER_RESOURCE: DRIVER_SLOTS})
         else:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:

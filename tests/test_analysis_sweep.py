@@ -1,6 +1,7 @@
 """`sweeper fit` / `sweeper report` end to end on a synthetic sweep folder drawn from a known law."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -103,8 +104,10 @@ def test_fit_on_a_sweep_folder_recovers_the_law(sweep, tmp_path, monkeypatch, ca
     largest = SCALES["l"] * 70 / 15.5
     assert fft["at"] == pytest.approx(largest)
     assert fft["lower"] <= true_loss("fft", largest) <= fft["upper"]
-    # The alternative x of the paper, and the paper's findings as numbers.
+    # The alternative x of the paper, and the paper's findings as numbers. No "34B-equivalent" against
+    # trainable parameters: a multiple of the largest trainable count is no real model's.
     assert "trainable_params" in set(rows["x"].drop_nulls())
+    assert rows.filter((pl.col("section") == "prediction") & (pl.col("x") == "trainable_params")).height == 0
     assert rows.filter(pl.col("section") == "ranking").height == len(SCALES) - 1
     spearman = rows.filter((pl.col("section") == "correlation") & (pl.col("name") == "humanevalsynthesize-python/pass@1"))
     assert spearman["estimate"][0] < -0.9  # lower loss, higher pass@1
@@ -121,6 +124,9 @@ def test_fit_holdout_largest_reports_the_error_on_the_largest_scale(sweep, tmp_p
     assert code == 0
     rows = pl.DataFrame(json.loads(stdout)["results"], infer_schema_length=None)
     backtest = rows.filter(pl.col("section") == "backtest")
+    # The trainable-parameter view is backtested too (it is not extrapolated: see the next test).
+    assert backtest.filter(pl.col("x") == "trainable_params").height == backtest.height // 2
+    backtest = backtest.filter(pl.col("x") == "total_params")
     held_out = backtest.filter(pl.col("group") != "all")
     assert set(held_out["label"]) == {"l"} and held_out.height == 2 * len(METHODS)
     for row in held_out.iter_rows(named=True):
@@ -143,6 +149,11 @@ def test_report_writes_markdown_and_self_contained_html(sweep, tmp_path, monkeyp
     assert "![" in markdown and "(curves-total_params.png)" in markdown
     assert page.count("data:image/png;base64,") == len(list(tmp_path.glob("*.png"))) >= 4
     assert "every score is 0: no link to fit" in markdown  # the flat security metric, reported not fitted
+    # Which score is which: pass@1 is executed, the insecure rate comes from generated code.
+    assert "| humanevalsynthesize-python / pass@1 | executed |" in markdown
+    assert "| security / insecure_rate | generated |" in markdown
+    assert "No extrapolation against `trainable_params`" in markdown
+    assert "observed inside the interval for" in markdown  # the backtest says how often its intervals held
 
 
 def test_fit_on_the_chinchilla_csv_with_derived_columns(tmp_path, monkeypatch, capsys):
@@ -243,3 +254,90 @@ def test_commands_module_imports_nothing_heavy():
              "print(sorted(heavy & set(sys.modules)))")
     shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert shown.strip() == "[]"
+
+
+def _shift_loss(folder: Path, method: str, scale: str, shift: float) -> None:
+    """Add `shift` to the final loss of every trial of one cell of a sweep folder's ledger."""
+    ledger = pl.read_parquet(folder / "cells.parquet")
+    cell = (pl.col("method") == method) & (pl.col("scale") == scale)
+    loss = pl.when(cell).then(pl.col("final_val_loss") + shift).otherwise(pl.col("final_val_loss"))
+    ledger.with_columns(loss.alias("final_val_loss")).write_parquet(folder / "cells.parquet")
+
+
+def test_one_underdetermined_method_does_not_stop_the_report(tmp_path, monkeypatch, capsys):
+    """Three scales, and lora's loss rises at the largest: no saturating power law fits lora's points,
+    but the report still comes out, says so, and uses the joint fit for lora."""
+    sweep = make_sweep(tmp_path / "sweep", scales={name: SCALES[name] for name in ("xs", "s", "m")})
+    _shift_loss(sweep, "lora", "m", 0.5)
+    out = tmp_path / "report"
+    code, _, err = run_cli(["report", str(sweep), "--bootstrap", "50", "--out", str(out)], monkeypatch, capsys)
+    assert code == 0, err
+    assert "warning: UNDERDETERMINED: final_val_loss vs total_params, lora: the points cannot pin down" in err
+    markdown = (out / "report.md").read_text()
+    assert "UNDERDETERMINED: final_val_loss vs total_params, lora" in markdown  # in the report's warnings too
+    assert "| lora | independent | underdetermined | underdetermined |" in markdown  # extrapolation, no numbers
+    assert "| lora | independent | underdetermined | — | — |" in markdown  # parameters, no numbers
+    assert "No comparison: the independent fits are incomplete (lora: underdetermined)" in markdown
+    # Without m only two scales are left: the backtest says it is not possible instead of failing.
+    assert "### Backtest: predicting m without it\n\nNot possible: fitted without m" in markdown
+    rows = pl.read_parquet(out / "results.parquet").filter(pl.col("x") == "total_params")
+    predictions = rows.filter(pl.col("section") == "prediction")
+    assert predictions.filter(pl.col("group") == "lora")["fit"].unique().to_list() == ["joint"]
+    assert set(predictions.filter(pl.col("fit") == "independent")["group"]) == set(METHODS) - {"lora"}
+    failed = rows.filter((pl.col("section") == "fit") & (pl.col("group") == "lora") & (pl.col("fit") == "independent"))
+    assert failed["estimate"].to_list() == [None] and failed["note"][0].startswith("UNDERDETERMINED")
+
+
+def test_a_sweep_where_nothing_can_be_fitted_is_one_error(tmp_path, monkeypatch, capsys):
+    sweep = make_sweep(tmp_path / "sweep", scales={name: SCALES[name] for name in ("xs", "s")})
+    _expect_user_error(["report", str(sweep), "--out", str(tmp_path / "o")], monkeypatch, capsys,
+                       "nothing could be fitted", "fft, lora", "underdetermined (2 points for 3 parameters)",
+                       "the joint fit: underdetermined (14 points for 15 parameters)")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_single_group_that_cannot_be_pinned_down_is_an_error(tmp_path, monkeypatch, capsys):
+    source = _table(tmp_path, {"n": [1e7, 1e8, 1e9], "loss": [2.6, 2.4, 2.9]})  # no decreasing law fits
+    _expect_user_error(["fit", source, "--x", "n", "--y", "loss", "--out", str(tmp_path / "o")], monkeypatch, capsys,
+                       "cannot pin down the 3 parameters")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_backtest_asked_for_on_a_single_curve_that_cannot_be_made_is_an_error(tmp_path, monkeypatch, capsys):
+    source = _table(tmp_path, {"n": [1e7, 1e8, 1e9], "loss": [2.6, 2.4, 2.3]})
+    _expect_user_error(["fit", source, "--x", "n", "--y", "loss", "--holdout-largest", "--out", str(tmp_path / "o")],
+                       monkeypatch, capsys, "--holdout-largest", "underdetermined (2 points for 3 parameters)")
+    # Not asked for (the report always backtests): the report comes out and says why there is no backtest.
+    code, _, err = run_cli(["report", source, "--x", "n", "--y", "loss", "--out", str(tmp_path / "r")],
+                           monkeypatch, capsys)
+    assert code == 0 and "no backtest: fitted without 1e+09" in err
+    assert "Not possible: fitted without 1e+09" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_bad_values_in_one_group_are_still_an_error(tmp_path, monkeypatch, capsys):
+    sweep = make_sweep(tmp_path / "sweep", evals=False)
+    _shift_loss(sweep, "ia3", "s", -100.0)
+    _expect_user_error(["fit", str(sweep), "--bootstrap", "0"], monkeypatch, capsys, "y must be > 0")
+
+
+def test_a_score_that_does_not_track_the_loss_gets_no_two_step_prediction(sweep, tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "sweep"
+    shutil.copytree(sweep, folder)
+    evals = pl.read_parquet(folder / "evals.parquet")
+    # A likelihood-ranked yes/no task whose accuracy is noise around chance, whatever the loss.
+    cells = evals.filter(pl.col("task") == "security")
+    noise = np.random.default_rng(3).integers(16, 25, cells.height) / 40
+    flat = cells.with_columns(pl.lit("defect-detection-ll").alias("task"), pl.lit("accuracy").alias("metric"),
+                              pl.Series("value", noise), pl.lit('{"options_per_item": 2}').alias("settings"))
+    pl.concat([evals, flat]).write_parquet(folder / "evals.parquet")
+    out = tmp_path / "report"
+    code, _, err = run_cli(["report", str(folder), "--bootstrap", "50", "--out", str(out)], monkeypatch, capsys)
+    assert code == 0, err
+    markdown = (out / "report.md").read_text()
+    assert "| defect-detection-ll / accuracy | likelihood (chance 0.50) |" in markdown
+    assert "Two-step prediction: humanevalsynthesize-python / pass@1" in markdown
+    assert "Two-step prediction: defect-detection-ll" not in markdown
+    rows = pl.read_parquet(out / "results.parquet")
+    assert set(rows.filter(pl.col("section") == "downstream")["name"]) == {"humanevalsynthesize-python/pass@1"}
+    correlation = rows.filter((pl.col("section") == "correlation") & (pl.col("name") == "defect-detection-ll/accuracy"))
+    assert correlation["p_value"][0] >= 0.05 and "does not track the loss" in correlation["note"][0]

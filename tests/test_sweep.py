@@ -190,3 +190,52 @@ def test_resources_beyond_the_cluster_name_the_cell(run_cli, smoke_space, tmp_pa
     assert code == 2
     assert "cell fft/xs" in err and "64 CPUs" in err
     assert not out.exists()
+
+
+DISTRIBUTED = SMOKE.replace("scales: [xs, s]", "scales: [xs]").replace(
+    "global_batch: 4, micro_batch: 4", "global_batch: 4, micro_batch: 2"
+).replace("resources: {workers: 1, cpus_per_worker: 1}", "resources: {workers: 2, cpus_per_worker: 1}") + """\
+overrides:
+  - methods: [fft]
+    set: {recipe.zero_stage: 3}
+"""
+
+
+def test_multi_worker_cells_run_ddp_and_deepspeed_and_survive_a_killed_worker(run_cli, write_space, smoke_ladder,
+                                                                              tmp_path):
+    """lora: 2-worker DDP through a Ray Train TorchTrainer, one worker killed mid-run (FailureConfig restarts
+    the group, the loop resumes from its checkpoint); fft: DeepSpeed ZeRO-3 over 2 CPU workers (gloo)."""
+    out = tmp_path / "distributed"
+    space = write_space(DISTRIBUTED.replace("steps: 10", "steps: 20"))
+    killed = {}
+
+    def kill_one_train_worker():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            for live in (out / "live").glob("*.json"):
+                info = json.loads(live.read_text())
+                if info["trial_id"].startswith(lora_id) and (info.get("step") or 0) >= 5 and info.get("pid"):
+                    os.kill(info["pid"], signal.SIGKILL)
+                    killed[info["trial_id"]] = info["pid"]
+                    return
+            time.sleep(0.2)
+
+    from sweeper.space import expand, load_space
+
+    lora_id = next(c.id for c in expand(load_space(str(space))) if c.method == "lora")
+    import threading
+
+    killer = threading.Thread(target=kill_one_train_worker, daemon=True)
+    killer.start()
+    code, _, stderr = run_cli("launch", "grid", "--space", str(space), "--out", str(out), "--no-evaluate",
+                              "--no-report")
+    killer.join(timeout=5)
+    assert code == 0, stderr
+    table = cells(out)
+    assert table.height == 2 and set(table["status"]) == {"done"}
+    assert (table["final_val_loss"] < table["initial_val_loss"]).all()
+    assert killed, "the test never saw a checkpointed Train worker to kill"
+    lora = table.filter(pl.col("method") == "lora").row(0, named=True)
+    assert json.loads(lora["resumed_at"]) and json.loads(lora["resumed_at"])[0] >= 5
+    fft = table.filter(pl.col("method") == "fft").row(0, named=True)
+    assert fft["trainable_params"] == fft["total_params"]  # counted from ZeRO-3's partitioned parameters
