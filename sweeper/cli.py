@@ -24,8 +24,10 @@ app = typer.Typer(
 )
 launch_app = typer.Typer(help="Run sweeps.", no_args_is_help=True)
 ladder_app = typer.Typer(help="Model ladders: list scales, build the micro ladder.", no_args_is_help=True)
+cluster_app = typer.Typer(help="Ray cluster configs for `ray up`.", no_args_is_help=True)
 app.add_typer(launch_app, name="launch")
 app.add_typer(ladder_app, name="ladder")
+app.add_typer(cluster_app, name="cluster")
 app.add_typer(eval_commands.app, name="eval")
 
 SpaceOption = Annotated[
@@ -170,6 +172,38 @@ def status(
         typer.echo(status_json(summary))
     else:
         print_status(summary)
+
+
+@cluster_app.command("check")
+def cluster_check(
+    path: Annotated[str, typer.Argument(help="A cluster config for `ray up`.")] = "cluster.yaml",
+    space: Annotated[str | None, typer.Option(help="Also check that every cell of this space fits a node type.")] = None,
+    set_: SetOption = None,
+) -> None:
+    """Validate a cluster config offline (Ray's own schema + sweeper's checks) and list its node types."""
+    from rich.table import Table
+
+    from sweeper.cluster import check_cells_fit, validate_cluster
+    from sweeper.console import console
+
+    spec = validate_cluster(path)
+    table = Table(title=f"{path}: valid; checkpoints and results on {spec.storage_path}")
+    for column in ("node type", "head", "CPUs", "GPUs", "GPU", "GiB/GPU", "min", "max"):
+        table.add_column(column)
+    for node in spec.node_types:
+        table.add_row(node.name, "yes" if node.head else "", f"{node.cpus:g}" if node.cpus is not None else "?",
+                      str(node.gpus), node.accelerator or "-",
+                      f"{node.gpu_memory_gib:.1f}" if node.gpu_memory_gib else "-", str(node.min_workers),
+                      str(node.max_workers))
+    console().print(table)
+    if space is not None:
+        from sweeper import plan as planning
+        from sweeper.launch import memory_plan
+        from sweeper.space import load_space
+
+        grid = planning.make_plan(load_space(space, set_ or ()))
+        check_cells_fit(grid.cells, memory_plan(grid), spec.node_types)
+        typer.echo(f"all {len(grid.cells)} cells of space {grid.space.name!r} fit a node type")
 
 
 app.command("methods")(method_commands.methods)

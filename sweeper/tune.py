@@ -272,12 +272,29 @@ def _trial_from(config: dict[str, Any]):
                  store=config["store"])
 
 
+def _with_nodes(report: Any, nodes: list[str]) -> Any:
+    """Report through Ray with the Ray node ids that ran the trial's ranks (provenance: one machine
+    can hold several Ray nodes, so the host name alone does not say where a trial ran)."""
+
+    def send(metrics: dict[str, Any]) -> None:
+        hardware = {**json.loads(metrics["hardware"]), "ray_nodes": nodes}
+        report({**metrics, "hardware": json.dumps(hardware, sort_keys=True)})
+
+    return send
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
 def _trial_driver(config: dict[str, Any]) -> None:
     """The Tune trainable: the loop itself (direct) or a TorchTrainer whose workers run it."""
     if config["direct"]:
         from sweeper.train import run_trial
 
-        run_trial(_trial_from(config), report=tune.report)
+        run_trial(_trial_from(config), report=_with_nodes(tune.report, [_node_id()]))
         return
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -306,12 +323,15 @@ def _trial_driver(config: dict[str, Any]) -> None:
 def _train_worker(config: dict[str, Any]) -> None:
     """Every Train rank runs the same loop and reports (Tune sees rank 0's metrics)."""
     import ray.train
+    import torch.distributed as dist
 
     from sweeper.train import run_trial
 
     if not config["cell"]["resources"]["gpus_per_worker"]:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    run_trial(_trial_from(config), report=ray.train.report)
+    nodes: list[str] = [""] * dist.get_world_size()
+    dist.all_gather_object(nodes, _node_id())
+    run_trial(_trial_from(config), report=_with_nodes(ray.train.report, nodes))
 
 
 # -- the driver's view: ledger records and the live table ----------------------------------------

@@ -49,3 +49,11 @@ def test_cli_import_pulls_no_heavy_library():
     code = "import sys, sweeper.cli; print(sorted(m for m in ('torch', 'ray', 'transformers', 'peft', 'polars', 'scipy') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_cluster_check_validates_the_file_and_the_grid_against_it(run_cli):
+    code, out, err = run_cli("cluster", "check", "cluster.yaml", "--space", "astraios")
+    assert code == 0, err
+    assert "gpu-8x-a100" in out and "all 28 cells of space 'astraios' fit a node type" in out
+    code, _, err = run_cli("cluster", "check", "cluster.yaml", "--space", "astraios", "--set", "overrides=[]")
+    assert code == 2 and "cell fft/3b" in err and "fits no node type" in err
