@@ -1,5 +1,7 @@
 import pytest
 
+from sweeper.paths import PROJECT_ROOT
+
 
 def test_help_lists_every_command(run_cli):
     code, out, _ = run_cli("--help")
@@ -52,8 +54,8 @@ def test_cli_import_pulls_no_heavy_library():
 
 
 def test_cluster_check_validates_the_file_and_the_grid_against_it(run_cli):
-    code, out, err = run_cli("cluster", "check", "cluster.yaml", "--space", "astraios")
+    code, out, err = run_cli("cluster", "check", str(PROJECT_ROOT / "cluster.yaml"), "--space", "astraios")
     assert code == 0, err
     assert "gpu-8x-a100" in out and "all 28 cells of space 'astraios' fit a node type" in out
-    code, _, err = run_cli("cluster", "check", "cluster.yaml", "--space", "astraios", "--set", "overrides=[]")
+    code, _, err = run_cli("cluster", "check", str(PROJECT_ROOT / "cluster.yaml"), "--space", "astraios", "--set", "overrides=[]")
     assert code == 2 and "cell fft/3b" in err and "fits no node type" in err
