@@ -55,15 +55,16 @@ def _allowed_keys(model: type[BaseModel] | None, loc: tuple) -> list[str]:
             return []
         field = model.model_fields.get(str(part))
         if field is not None:
-            model = _model_of(field.annotation)
+            model = model_in(field.annotation)
     return sorted(model.model_fields) if model else []
 
 
-def _model_of(annotation: Any) -> type[BaseModel] | None:
+def model_in(annotation: Any) -> type[BaseModel] | None:
+    """The config model a field's annotation holds (`Recipe`, `Recipe | None`, ...), if any."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in getattr(annotation, "__args__", ()):
-        found = _model_of(arg)
+        found = model_in(arg)
         if found:
             return found
     return None

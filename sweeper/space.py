@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    BaseModel,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -26,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from sweeper.config import Frozen, load_yaml
+from sweeper.config import Frozen, load_yaml, model_in
 from sweeper.errors import UserError
 from sweeper.paths import PROJECT_ROOT
 
@@ -256,7 +257,7 @@ def apply_set(raw: dict[str, Any], assignment: str) -> dict[str, Any]:
 
 def _check_path(parts: list[str], assignment: str) -> None:
     """Follow the dotted path through the schema; `methods.<name>.<field>` is checked by the method."""
-    model: type[Frozen] | None = Space
+    model: type[BaseModel] | None = Space
     for depth, part in enumerate(parts):
         if model is None:
             return
@@ -272,19 +273,9 @@ def _check_path(parts: list[str], assignment: str) -> None:
                 f"valid: {', '.join(sorted(model.model_fields))}"
             )
         annotation = field.annotation
-        model = _frozen_in(annotation)
+        model = model_in(annotation)
         if model is None and depth < len(parts) - 1 and not _is_dict(annotation):
             raise UserError(f"--set {assignment!r}: {'.'.join(parts[: depth + 1])} has no sub-fields")
-
-
-def _frozen_in(annotation: Any) -> type[Frozen] | None:
-    if isinstance(annotation, type) and issubclass(annotation, Frozen):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _frozen_in(arg)
-        if found:
-            return found
-    return None
 
 
 def _is_dict(annotation: Any) -> bool:

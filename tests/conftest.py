@@ -8,6 +8,7 @@ from sweeper.paths import PROJECT_ROOT
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 
+
 @pytest.fixture(scope="session")
 def smoke_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("smoke-cache")

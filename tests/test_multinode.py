@@ -13,20 +13,12 @@ import sys
 
 import polars as pl
 import pytest
+from grids import SMOKE
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 
-SPACE = """\
-name: twonode
-ladder: micro-smoke
-scales: [xs, s]
-methods:
-  fft: {}
-  lora: {}
-data: {source: local-code, seq_len: 128, max_val_sequences: 8}
-recipe: {lr: 3.0e-3, steps: 10, warmup_steps: 1, eval_every: 5, global_batch: 4, micro_batch: 2, precision: fp32}
-resources: {workers: 1, cpus_per_worker: 1}
-cost: {accelerator: cpu-core}
+# The smoke grid with one cell of two Train workers: on two 1-CPU nodes they must span both.
+SPACE = SMOKE.replace("name: smoke", "name: twonode").replace("micro_batch: 4", "micro_batch: 2") + """\
 overrides:
   - methods: [lora]
     scales: [s]

@@ -5,26 +5,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import polars as pl
 import pytest
+from grids import SMOKE
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(420)]
 
-SMOKE = """\
-name: smoke
-ladder: micro-smoke
-scales: [xs, s]
-methods:
-  fft: {}
-  lora: {}
-data: {source: local-code, seq_len: 128, max_val_sequences: 8}
-recipe: {lr: 3.0e-3, steps: 10, warmup_steps: 1, eval_every: 5, global_batch: 4, micro_batch: 4, precision: fp32}
-resources: {workers: 1, cpus_per_worker: 1}
-cost: {accelerator: cpu-core}
-"""
 
 
 @pytest.fixture
@@ -34,6 +24,26 @@ def smoke_space(write_space, smoke_ladder):
 
 def cells(out: Path) -> pl.DataFrame:
     return pl.read_parquet(out / "cells.parquet")
+
+
+def kill_when_checkpointed(out: Path, killed: dict, trial_prefix: str = "", timeout: float = 300) -> threading.Thread:
+    """A thread that SIGKILLs the process reporting for a trial once it has passed its first checkpoint
+    (step 5), as seen in the sweep's live files; it notes the trial and pid in `killed`."""
+
+    def watch() -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for live in (out / "live").glob("*.json"):
+                info = json.loads(live.read_text())
+                if info["trial_id"].startswith(trial_prefix) and (info.get("step") or 0) >= 5 and info.get("pid"):
+                    os.kill(info["pid"], signal.SIGKILL)
+                    killed[info["trial_id"]] = info["pid"]
+                    return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
 
 
 def test_grid_runs_every_cell_then_a_rerun_trains_nothing(run_cli, smoke_space, tmp_path):
@@ -94,22 +104,7 @@ def test_per_cell_search_with_asha_keeps_a_finished_trial_per_cell(run_cli, smok
 def test_a_killed_trial_worker_resumes_from_its_checkpoint(run_cli, smoke_space, tmp_path):
     out = tmp_path / "kill-worker"
     killed = {}
-
-    def kill_once_checkpointed():
-        deadline = time.time() + 240
-        while time.time() < deadline and not killed:
-            for live in (out / "live").glob("*.json"):
-                info = json.loads(live.read_text())
-                if (info.get("step") or 0) >= 5 and info.get("pid"):
-                    os.kill(info["pid"], signal.SIGKILL)
-                    killed[info["trial_id"]] = info["pid"]
-                    return
-            time.sleep(0.2)
-
-    import threading
-
-    killer = threading.Thread(target=kill_once_checkpointed, daemon=True)
-    killer.start()
+    killer = kill_when_checkpointed(out, killed)
     code, _, stderr = run_cli("launch", "grid", "--space", str(smoke_space), "--out", str(out),
                               "--methods", "fft", "--scales", "s", "--set", "recipe.steps=40")
     killer.join(timeout=5)
@@ -207,26 +202,11 @@ def test_multi_worker_cells_run_ddp_and_deepspeed_and_survive_a_killed_worker(ru
     the group, the loop resumes from its checkpoint); fft: DeepSpeed ZeRO-3 over 2 CPU workers (gloo)."""
     out = tmp_path / "distributed"
     space = write_space(DISTRIBUTED.replace("steps: 10", "steps: 20"))
-    killed = {}
-
-    def kill_one_train_worker():
-        deadline = time.time() + 300
-        while time.time() < deadline and not killed:
-            for live in (out / "live").glob("*.json"):
-                info = json.loads(live.read_text())
-                if info["trial_id"].startswith(lora_id) and (info.get("step") or 0) >= 5 and info.get("pid"):
-                    os.kill(info["pid"], signal.SIGKILL)
-                    killed[info["trial_id"]] = info["pid"]
-                    return
-            time.sleep(0.2)
-
     from sweeper.space import expand, load_space
 
     lora_id = next(c.id for c in expand(load_space(str(space))) if c.method == "lora")
-    import threading
-
-    killer = threading.Thread(target=kill_one_train_worker, daemon=True)
-    killer.start()
+    killed = {}
+    killer = kill_when_checkpointed(out, killed, trial_prefix=lora_id)
     code, _, stderr = run_cli("launch", "grid", "--space", str(space), "--out", str(out), "--no-evaluate",
                               "--no-report")
     killer.join(timeout=5)
@@ -239,3 +219,15 @@ def test_multi_worker_cells_run_ddp_and_deepspeed_and_survive_a_killed_worker(ru
     assert json.loads(lora["resumed_at"]) and json.loads(lora["resumed_at"])[0] >= 5
     fft = table.filter(pl.col("method") == "fft").row(0, named=True)
     assert fft["trainable_params"] == fft["total_params"]  # counted from ZeRO-3's partitioned parameters
+
+
+def test_a_failing_trial_is_recorded_as_failed_and_retried_by_a_rerun(run_cli, smoke_space, tmp_path):
+    out = tmp_path / "failing"
+    args = ("launch", "grid", "--space", str(smoke_space), "--out", str(out), "--methods", "lora", "--scales",
+            "xs", "--set", "methods.lora.target_modules=[no_such_module]", "--set", "max_retries=0")
+    code, _, err = run_cli(*args)
+    assert code == 1 and "failed 1 times" in err
+    row = cells(out).row(0, named=True)
+    assert row["status"] == "failed" and "no_such_module" in row["error"]
+    code, _, err = run_cli(*args)  # given up after max_retries + 1 failures: not run again
+    assert code == 1 and cells(out).height == 1
