@@ -98,7 +98,8 @@ class Ledger:
             raise UserError(f"{self.manifest_path}: not valid JSON; expected a sweep manifest") from None
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        atomic_write_json(self.manifest_path, {"schema_version": SCHEMA_VERSION, **manifest})
+        # Key order kept: the space's methods and scales are listed in the order the grid runs them.
+        atomic_write_json(self.manifest_path, {"schema_version": SCHEMA_VERSION, **manifest}, sort_keys=False)
 
     def records(self) -> list[dict[str, Any]]:
         """Every finished trial attempt, oldest first."""

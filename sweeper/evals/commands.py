@@ -73,16 +73,18 @@ def score(
     if json_:
         typer.echo(json.dumps(report, indent=2, default=str))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{task}: {generations}")
+    from sweeper.console import console
+
+    typer.echo(f"{task}: {generations}")
+    table = Table()
     for column in ("metric", "value", "n", "k"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for metric in report["metrics"]:
         value = f"{100 * metric['value']:.2f}%" if metric["metric"].endswith(tuple(f"@{k}" for k in (1, 10, 100))) else f"{metric['value']:.4f}"
         table.add_row(metric["metric"], value, str(metric["n"]), str(metric["k"] or ""))
-    Console().print(table)
+    console().print(table)
     typer.echo(f"sandbox: {', '.join(report['settings']['sandbox']['isolation'])}")
 
 

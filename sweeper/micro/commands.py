@@ -120,14 +120,13 @@ def _compact(count: int) -> str:
 
 
 def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from sweeper.console import console
 
     table = Table(title=title, title_justify="left")
     for index, column in enumerate(columns):
         table.add_column(column, justify="left" if index == 0 else "right")
     for row in rows:
         table.add_row(*row)
-    console = Console()
-    # Piped output gets rich's 80-column default, which would cut numbers; a terminal keeps its width.
-    (console if console.is_terminal else Console(width=120)).print(table)
+    console().print(table)
