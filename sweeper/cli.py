@@ -5,6 +5,7 @@ stays instant. Exit codes: 0 ok, 2 bad input (one line on stderr, no traceback),
 """
 
 import sys
+import warnings
 from typing import Annotated
 
 import typer
@@ -214,6 +215,9 @@ app.command("report")(analysis_commands.report)
 
 
 def main() -> None:
+    # peft still calls transformers' renamed `is_gradient_checkpointing` on every model it wraps; the
+    # deprecation is theirs to fix and would otherwise print under every plan and launch.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         # Without standalone mode click returns the code of a `typer.Exit` instead of exiting.
         code = app(standalone_mode=False)

@@ -129,6 +129,7 @@ def with_memory(estimate: CellEstimate, cell: Cell, gpu_memory_gib: float | None
 def make_plan(space: Space, gpu_memory_gib: float | None = None) -> Plan:
     """The plan of a space. GPU memory per device comes from the accelerator table unless given."""
     cells = expand(space)
+    check_context(cells)
     peak, price = accelerator_terms(space.cost)
     known = ACCELERATORS.get(space.cost.accelerator)
     memory = gpu_memory_gib if gpu_memory_gib is not None else (known.memory_gib if known else None)
@@ -138,6 +139,21 @@ def make_plan(space: Space, gpu_memory_gib: float | None = None) -> Plan:
     ]
     return Plan(space=space, cells=cells, estimates=estimates, peak_tflops=peak,
                 utilization=space.cost.utilization, usd_per_hour=price, gpu_memory_gib=memory)
+
+
+def check_context(cells: list[Cell]) -> None:
+    """Refuse sequences longer than the model's learned positions: seq_len tokens plus the virtual tokens
+    of prompt methods (P-Tuning / prompt tuning prepend them; prefix tuning shifts the position ids by
+    them). Past n_positions the position embedding lookup fails only once a trial runs."""
+    from sweeper.models import get_ladder
+
+    for cell in cells:
+        limit = get_ladder(cell.ladder).scale(cell.scale).arch.n_positions
+        virtual = int(cell.method_config.get("num_virtual_tokens") or 0)
+        if cell.data.seq_len + virtual > limit:
+            prompt = f" + {virtual} virtual tokens of {cell.method}" if virtual else ""
+            raise UserError(f"data.seq_len: {cell.data.seq_len}{prompt} exceeds the {limit} positions of "
+                            f"{cell.ladder}/{cell.scale}; expected at most {limit - virtual}")
 
 
 def parameter_counts(cells: list[Cell]) -> list[tuple[int, int]]:

@@ -376,9 +376,9 @@ class LedgerCallback(tune.Callback):
             self.table.update(trial.config["trial_key"], status="pending")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        error = trial.get_error() or "unknown error"
-        lines = [line for line in str(error).strip().splitlines() if line.strip()]
-        self._record(trial, "failed", self.last.get(trial.trial_id, {}), error=lines[-1] if lines else str(error))
+        error = _error_text(trial)
+        lines = [line for line in error.strip().splitlines() if line.strip()]
+        self._record(trial, "failed", self.last.get(trial.trial_id, {}), error=lines[-1] if lines else error)
 
     def _record(self, trial: Any, status: str, result: dict[str, Any], error: str | None = None) -> None:
         key = trial.config["trial_key"]
@@ -408,6 +408,15 @@ class LedgerCallback(tune.Callback):
         self.finished.append(key)
         self.table.update(key, status=status, step=result.get("step") or 0, tokens=result.get("tokens") or 0,
                           val_loss=_num(result.get("val_loss")), best_val_loss=_num(result.get("best_val_loss")))
+
+
+def _error_text(trial: Any) -> str:
+    """The trial's error trace. Tune writes it to the trial's local folder first and syncs it to
+    storage later, so `trial.get_error()` (which reads storage) is still empty when the callback runs."""
+    local = trial.error_file
+    if local and Path(local).is_file():
+        return Path(local).read_text()
+    return str(trial.get_error() or "unknown error (Tune recorded no trace)")
 
 
 def _num(value: Any) -> float:

@@ -32,6 +32,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(run_cli, tmp_path):
         (["plan", "--space", "astraios", "--set", "recipe.nope=1"], "recipe has no field 'nope'"),
         (["launch", "grid", "--space", "astraios", "--budget-usd", "-3"], "--budget-usd: expected a non-negative"),
         (["launch", "grid", "--space", "astraios", "--budget-usd", "1"], "exceeds the budget"),
+        (["plan", "--space", "astraios", "--methods", "ptuning", "--set", "data.seq_len=8180"],
+         "data.seq_len: 8180 + 30 virtual tokens of ptuning exceeds the 8192 positions of starcoderbase/1b"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(run_cli, tmp_path, args, expected):

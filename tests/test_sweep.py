@@ -221,13 +221,17 @@ def test_multi_worker_cells_run_ddp_and_deepspeed_and_survive_a_killed_worker(ru
     assert fft["trainable_params"] == fft["total_params"]  # counted from ZeRO-3's partitioned parameters
 
 
-def test_a_failing_trial_is_recorded_as_failed_and_retried_by_a_rerun(run_cli, smoke_space, tmp_path):
+def test_a_failing_trial_is_recorded_as_failed_and_not_retried_past_max_retries(run_cli, smoke_space, tmp_path,
+                                                                                 monkeypatch):
+    faults = Path(__file__).parent / "faults"  # its sitecustomize makes the trials' final save raise
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(faults), os.environ.get("PYTHONPATH")])))
     out = tmp_path / "failing"
     args = ("launch", "grid", "--space", str(smoke_space), "--out", str(out), "--methods", "lora", "--scales",
-            "xs", "--set", "methods.lora.target_modules=[no_such_module]", "--set", "max_retries=0")
+            "xs", "--set", "max_retries=0")
     code, _, err = run_cli(*args)
     assert code == 1 and "failed 1 times" in err
     row = cells(out).row(0, named=True)
-    assert row["status"] == "failed" and "no_such_module" in row["error"]
+    assert row["status"] == "failed" and "injected fault" in row["error"]
+    assert row["steps"] == 5  # the last report before the crash is kept
     code, _, err = run_cli(*args)  # given up after max_retries + 1 failures: not run again
     assert code == 1 and cells(out).height == 1
