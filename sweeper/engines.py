@@ -86,7 +86,8 @@ class TorchEngine:
         """One optimizer step over this rank's rows; returns the global batch's mean token loss."""
         n_micro = max(1, (len(ids) + micro_batch - 1) // micro_batch)
         items = torch.tensor(items_in_global_batch, device=self.device)
-        local_sum = 0.0
+        # Summed on the device: reading each micro-batch's loss would stall the GPU queue every time.
+        local_sum = torch.zeros((), device=self.device)
         for index in range(n_micro):
             rows = slice(index * micro_batch, (index + 1) * micro_batch)
             sync = index == n_micro - 1 or self.world == 1
@@ -95,7 +96,7 @@ class TorchEngine:
                                  num_items_in_batch=items)
             # DDP averages gradients over ranks; the loss is already a share of the global sum.
             self.scaler.scale(out.loss * self.world).backward()
-            local_sum += float(out.loss.detach())
+            local_sum += out.loss.detach().float()
         if self.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_([p for p in self.module.parameters() if p.requires_grad], self.grad_clip)
@@ -103,7 +104,7 @@ class TorchEngine:
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return _all_reduce_sum(local_sum, self.device, self.world)
+        return _all_reduce_sum(float(local_sum), self.device, self.world)
 
     def current_lr(self) -> float:
         return float(self.scheduler.get_last_lr()[0])
@@ -162,7 +163,8 @@ class DeepSpeedEngine:
 
     def train_step(self, ids: torch.Tensor, labels: torch.Tensor, micro_batch: int, items_in_global_batch: int) -> float:
         items = torch.tensor(items_in_global_batch, device=self.device)
-        local_sum = 0.0
+        # Summed on the device: reading each micro-batch's loss would stall the GPU queue every time.
+        local_sum = torch.zeros((), device=self.device)
         accumulation = self.model.gradient_accumulation_steps()
         for index in range(0, len(ids), self.micro_batch):
             rows = slice(index, index + self.micro_batch)
@@ -172,8 +174,8 @@ class DeepSpeedEngine:
             # is already this micro-batch's share of the global token sum.
             self.model.backward(out.loss * accumulation * self.world)
             self.model.step()
-            local_sum += float(out.loss.detach())
-        return _all_reduce_sum(local_sum, self.device, self.world)
+            local_sum += out.loss.detach().float()
+        return _all_reduce_sum(float(local_sum), self.device, self.world)
 
     def current_lr(self) -> float:
         return float(self.scheduler.get_last_lr()[0])

@@ -35,18 +35,12 @@ def evaluate(
     """Evaluate every tuned model of a sweep and append the scores to <out>/evals.parquet."""
     if ctx.invoked_subcommand is not None:
         return
-    from sweeper.errors import UserError
-    from sweeper.evals.evaluate import check_task_names
+    from sweeper.evals.evaluate import check_sampling, check_task_names
 
     task_list = _split(tasks)
     if task_list is not None:
         check_task_names(task_list)
-    if n_samples < 1:
-        raise UserError(f"--n-samples must be at least 1 (got {n_samples})")
-    if temperature < 0:
-        raise UserError(f"--temperature must be >= 0 (got {temperature})")
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be at least 1 (got {limit})")
+    check_sampling(n_samples, temperature, limit)
     from sweeper.evals.sweep import evaluate_sweep
 
     path = evaluate_sweep(Path(out), task_list, _split(cells), n_samples, temperature, limit)

@@ -27,6 +27,16 @@ def check_task_names(tasks: list[str]) -> list[str]:
     return tasks
 
 
+def check_sampling(n_samples: int, temperature: float, limit: int | None) -> None:
+    """Validate the sampling options shared by `sweeper eval` and `sweeper eval model`."""
+    if n_samples < 1:
+        raise UserError(f"--n-samples must be at least 1 (got {n_samples})")
+    if temperature < 0:
+        raise UserError(f"--temperature must be >= 0 (got {temperature})")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1 (got {limit})")
+
+
 def evaluate_model(
     loaded: LoadedModel,
     tasks: list[str],
@@ -52,12 +62,7 @@ def evaluate_model(
     from sweeper.evals.tasks import TASKS, Context
 
     check_task_names(tasks)
-    if n_samples < 1:
-        raise UserError(f"--n-samples must be at least 1 (got {n_samples})")
-    if temperature < 0:
-        raise UserError(f"--temperature must be >= 0 (got {temperature})")
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit must be at least 1 (got {limit})")
+    check_sampling(n_samples, temperature, limit)
     console = Console(stderr=True)
     lm = HFLanguageModel(loaded, batch_size=batch_size)
     own_sandbox = sandbox is None
