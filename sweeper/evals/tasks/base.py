@@ -50,6 +50,13 @@ def complete_program(prefix: str, completion: str) -> str:
     return prefix.rstrip() + "\n".join(lines)
 
 
+def generate_programs(lm: LanguageModel, ctx: Context, prompts: list[str], prefixes: list[str]) -> list[list[str]]:
+    """Sample `ctx.n_samples` completions per prompt and turn each into the program it makes with its prefix."""
+    completions = lm.generate(prompts, n=ctx.n_samples, temperature=ctx.temperature,
+                              max_new_tokens=ctx.max_new_tokens, stop=STOP_WORDS)
+    return [[complete_program(prefix, c) for c in cs] for prefix, cs in zip(prefixes, completions, strict=True)]
+
+
 @dataclass
 class Context:
     """One evaluation run's settings and shared resources."""
@@ -114,11 +121,7 @@ class ProgramTask(Task):
 
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         items = self.items(ctx)
-        completions = lm.generate(
-            [item.prompt for item in items], n=ctx.n_samples, temperature=ctx.temperature,
-            max_new_tokens=ctx.max_new_tokens, stop=STOP_WORDS,
-        )
-        programs = [[complete_program(item.prefix, c) for c in cs] for item, cs in zip(items, completions, strict=True)]
+        programs = generate_programs(lm, ctx, [item.prompt for item in items], [item.prefix for item in items])
         return self.score(programs, ctx)
 
     def score(self, generations: list[list[str]], ctx: Context) -> TaskResult:

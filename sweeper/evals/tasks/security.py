@@ -22,13 +22,12 @@ from pathlib import Path
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.metrics import Metric
 from sweeper.evals.tasks.base import (
-    STOP_WORDS,
     TASKS,
     Context,
     Task,
     TaskResult,
     check_generations,
-    complete_program,
+    generate_programs,
     octopack_prompt,
 )
 
@@ -129,11 +128,7 @@ class Security(Task):
 
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         scenarios = self.scenarios(ctx)
-        completions = lm.generate(
-            [s.prompt for s in scenarios], n=ctx.n_samples, temperature=ctx.temperature,
-            max_new_tokens=ctx.max_new_tokens, stop=STOP_WORDS,
-        )
-        programs = [[complete_program(s.code, c) for c in cs] for s, cs in zip(scenarios, completions, strict=True)]
+        programs = generate_programs(lm, ctx, [s.prompt for s in scenarios], [s.code for s in scenarios])
         return self.score(programs, ctx)
 
     def scenarios(self, ctx: Context) -> tuple[Scenario, ...]:
