@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 from sweeper import provenance
 from sweeper.errors import UserError
-from sweeper.ledger import Ledger
+from sweeper.ledger import FINISHED, Ledger
 from sweeper.plan import Plan, to_json
 from sweeper.progress import LiveTable, TrialView
 from sweeper.space import Cell
@@ -133,36 +134,35 @@ def trial_slots(cells: list[Cell]) -> list[Any]:
     return [TrialSlot(cell, index) for cell in cells for index in range(cell.search.trials)]
 
 
-def pending_slots(slots: list[Any], ledger: Ledger, max_retries: int) -> tuple[list[Any], list[Any]]:
-    """(slots to run, slots given up on after too many failures)."""
-    finished_cells = ledger.finished_cells()
-    finished_trials = ledger.finished_trials()
+def pending_slots(slots: list[Any], rows: list[dict[str, Any]], max_retries: int) -> tuple[list[Any], list[Any]]:
+    """(slots to run, slots given up on after too many failures), from the ledger's rows."""
+    finished = {row["trial_id"] for row in rows if row["status"] in FINISHED}
+    failures = Counter(row["trial_id"] for row in rows if row["status"] == "failed")
     todo, given_up = [], []
     for slot in slots:
-        if slot.cell.id in finished_cells and slot.cell.search.trials == 1:
+        if slot.key in finished:
             continue
-        if slot.key in finished_trials:
-            continue
-        if ledger.failures(slot.key) > max_retries:
-            given_up.append(slot)
-        else:
-            todo.append(slot)
+        (given_up if failures[slot.key] > max_retries else todo).append(slot)
     return todo, given_up
 
 
-def views(slots: list[Any], ledger: Ledger) -> list[TrialView]:
-    rows = {r["row"]["trial_id"]: r["row"] for r in ledger.records() if r["row"]["status"] != "failed"}
+def views(slots: list[Any], rows: list[dict[str, Any]]) -> list[TrialView]:
+    """A table row per slot: its finished attempt if any, else `failed` when it only failed, else pending."""
+    finished = {row["trial_id"]: row for row in rows if row["status"] != "failed"}
+    failed = {row["trial_id"] for row in rows if row["status"] == "failed"}
     result = []
     for slot in slots:
         cell = slot.cell
         view = TrialView(trial_id=slot.key, cell_id=cell.id, method=cell.method, scale=cell.scale,
                          steps_total=cell.recipe.steps,
                          tokens_total=cell.recipe.steps * cell.recipe.global_batch * cell.data.seq_len)
-        row = rows.get(slot.key)
+        row = finished.get(slot.key)
         if row:
             view.status, view.step, view.tokens = row["status"], row["steps"] or 0, row["tokens"] or 0
             view.val_loss = row["final_val_loss"] if row["final_val_loss"] is not None else float("nan")
             view.best_val_loss = row["best_val_loss"] if row["best_val_loss"] is not None else float("nan")
+        elif slot.key in failed:
+            view.status = "failed"
         result.append(view)
     return result
 
@@ -215,8 +215,9 @@ def launch_grid(plan: Plan, space_source: str, options: LaunchOptions) -> Launch
             ledger.rebuild_views()
             ledger.clear_live()
             slots = trial_slots(plan.cells)
-            todo, given_up = pending_slots(slots, ledger, plan.space.max_retries)
-            table = LiveTable(views(slots, ledger), title=f"sweep {plan.space.name} -> {out}")
+            rows = ledger.rows()
+            todo, _ = pending_slots(slots, rows, plan.space.max_retries)
+            table = LiveTable(views(slots, rows), title=f"sweep {plan.space.name} -> {out}")
             recorded: list[str] = []
             if todo:
                 with table:
@@ -226,7 +227,7 @@ def launch_grid(plan: Plan, space_source: str, options: LaunchOptions) -> Launch
                         max_concurrent=plan.space.resources.max_concurrent_trials,
                     )
             ledger.clear_live()
-            still, given_up = pending_slots(slots, ledger, plan.space.max_retries)
+            still, given_up = pending_slots(slots, ledger.rows(), plan.space.max_retries)
     finally:
         if started:
             tuning.stop_ray()

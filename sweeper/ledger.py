@@ -138,21 +138,9 @@ class Ledger:
         atomic_write(self.out / "cells.parquet", lambda tmp: cells.write_parquet(tmp))
         atomic_write(self.out / "curves.parquet", lambda tmp: curves.write_parquet(tmp))
 
-    def cells(self) -> pl.DataFrame:
-        return pl.DataFrame([r["row"] for r in self.records()], schema=CELL_COLUMNS)
-
-    def curves(self) -> pl.DataFrame:
-        return pl.DataFrame([p for r in self.records() for p in r["curve"]], schema=CURVE_COLUMNS)
-
-    def finished_cells(self) -> set[str]:
-        """Cells with a trial that ran to its end (done); their ids are skipped by a rerun."""
-        return {r["row"]["cell_id"] for r in self.records() if r["row"]["status"] == "done"}
-
-    def finished_trials(self) -> set[str]:
-        return {r["row"]["trial_id"] for r in self.records() if r["row"]["status"] in FINISHED}
-
-    def failures(self, trial_id: str) -> int:
-        return sum(1 for r in self.records() if r["row"]["trial_id"] == trial_id and r["row"]["status"] == "failed")
+    def rows(self) -> list[dict[str, Any]]:
+        """The row of every finished trial attempt, oldest first (the records without their curves)."""
+        return [record["row"] for record in self.records()]
 
     def update_live(self, trial_id: str, metrics: dict[str, Any]) -> None:
         atomic_write_json(self.live_dir / f"{trial_id}.json", _finite(metrics))

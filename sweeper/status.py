@@ -22,22 +22,18 @@ def collect(out: Path) -> dict[str, Any]:
     from sweeper.launch import trial_slots, views
 
     slots = trial_slots(expand(space))
-    table = views(slots, ledger)
+    rows = ledger.rows()
+    table = views(slots, rows)
     by_key = {view.trial_id: view for view in table}
     for live in ledger.live():
         view = by_key.get(live.get("trial_id"))
-        if view is not None and view.status == "pending":
+        if view is not None and view.status in ("pending", "failed"):  # failed: an earlier attempt; a retry runs
             view.status = "running"
             view.step, view.tokens = live.get("step") or 0, live.get("tokens") or 0
             view.val_loss = _num(live.get("val_loss"))
             view.best_val_loss = _num(live.get("best_val_loss"))
             view.tokens_per_s = _num(live.get("tokens_per_s"))
-    records = [r["row"] for r in ledger.records()]
-    for row in records:
-        view = by_key.get(row["trial_id"])
-        if row["status"] == "failed" and view is not None and view.status == "pending":
-            view.status = "failed"
-    used = sum(row["device_hours"] or 0.0 for row in records)
+    used = sum(row["device_hours"] or 0.0 for row in rows)
     planned = manifest["plan"]["totals"]["device_hours"]
     return {
         "out": str(out),
@@ -45,7 +41,7 @@ def collect(out: Path) -> dict[str, Any]:
         "trials": [_view_dict(v) for v in table],
         "cells_done": len({v.cell_id for v in table if v.status == "done"}),
         "cells_total": len({v.cell_id for v in table}),
-        "attempts_recorded": len(records),
+        "attempts_recorded": len(rows),
         "device_hours_used": used,
         "device_hours_planned": planned,
     }
@@ -59,8 +55,10 @@ def _view_dict(view: TrialView) -> dict[str, Any]:
     return {
         "trial_id": view.trial_id, "cell_id": view.cell_id, "method": view.method, "scale": view.scale,
         "status": view.status, "step": view.step, "steps_total": view.steps_total, "tokens": view.tokens,
+        "tokens_total": view.tokens_total,
         "val_loss": None if math.isnan(view.val_loss) else view.val_loss,
         "best_val_loss": None if math.isnan(view.best_val_loss) else view.best_val_loss,
+        "tokens_per_s": None if math.isnan(view.tokens_per_s) else view.tokens_per_s,
     }
 
 
@@ -68,9 +66,8 @@ def print_status(summary: dict[str, Any]) -> None:
     from sweeper.console import console as make_console
 
     views = [
-        TrialView(trial_id=t["trial_id"], cell_id=t["cell_id"], method=t["method"], scale=t["scale"],
-                  steps_total=t["steps_total"], status=t["status"], step=t["step"], tokens=t["tokens"],
-                  val_loss=_num(t["val_loss"]), best_val_loss=_num(t["best_val_loss"]))
+        TrialView(**{**t, "val_loss": _num(t["val_loss"]), "best_val_loss": _num(t["best_val_loss"]),
+                     "tokens_per_s": _num(t["tokens_per_s"])})
         for t in summary["trials"]
     ]
     console = make_console()

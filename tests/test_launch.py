@@ -56,7 +56,7 @@ def test_what_is_left_to_run(tmp_path):
     for attempt in range(2):
         ledger.record({"cell_id": failing.cell.id, "trial_id": failing.key, "attempt": attempt,
                        "status": "failed", "finished_at": f"2026-01-01T00:00:0{attempt + 1}+00:00"}, [])
-    todo, given_up = pending_slots(slots, ledger, max_retries=2)
+    todo, given_up = pending_slots(slots, ledger.rows(), max_retries=2)
     assert [s.key for s in todo] == [failing.key, slots[2].key] and given_up == []
-    todo, given_up = pending_slots(slots, ledger, max_retries=1)
+    todo, given_up = pending_slots(slots, ledger.rows(), max_retries=1)
     assert [s.key for s in todo] == [slots[2].key] and [s.key for s in given_up] == [failing.key]
