@@ -10,8 +10,8 @@ Plain PyTorch (`recipe.zero_stage` 0; DDP when `resources.workers` > 1), bf16/fp
 - the frozen base of a PEFT method in bf16 under bf16 (`sweeper.train.load_base`: 2 B), fp32 otherwise;
 - the 16-bit copies autocast makes of every fp32 matrix, cached until the forward pass ends (2 B per
   fp32 parameter; LayerNorm gains are not cast, < 0.1% of the parameters, counted anyway);
-- DDP's gradient buckets beside the gradients (4 B per trainable parameter; PyTorch's default
-  `gradient_as_bucket_view=False` copies every gradient into a bucket).
+- no DDP buckets beside the gradients: `sweeper.engines` sets `gradient_as_bucket_view=True`, so the
+  gradients are views into the buckets (PyTorch's default would copy each into a bucket: 4 B more).
 
 DeepSpeed ZeRO (`zero_stage` 2 or 3; Rajbhandari et al. 2020, "ZeRO", section 3: 2 + 2 + 12 B):
 - the whole module in 16 bits (2 B per parameter, frozen ones too), 16-bit gradients (2 B) and
@@ -199,7 +199,7 @@ def estimate_memory(cell: Cell, trainable: int, total: int, arch: Arch | None = 
         weights = FP32 * trainable + frozen_bytes * frozen + (HALF * fp32_params if half else 0)
         gradients = FP32 * trainable
         optimizer = 2 * FP32 * trainable
-        buffers = FP32 * trainable if ranks > 1 else 0
+        buffers = 0.0  # DDP's buckets are the gradients (gradient_as_bucket_view)
     else:
         e = HALF if half else FP32
         weights, gradients, optimizer = e * total, e * trainable, 3 * FP32 * trainable
