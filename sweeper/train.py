@@ -177,7 +177,9 @@ def run_trial(trial: Trial, report: Report | None = None) -> TrialOutcome:
         diverged = train_loss_diverged or not math.isfinite(val_loss) or val_loss > limit
         last = step >= recipe.steps or diverged
         state["elapsed_s"] = resumed_elapsed + time.perf_counter() - started
-        if store and not last:
+        # Not at step 0: nothing is trained yet (a fresh start is the same, seeded), and resuming from
+        # there would evaluate step 0 a second time.
+        if store and not last and step > 0:
             save_checkpoint(store, trial.trial_key, engine, {**state, "step": step}, rank)
         if store and last and not diverged:
             final_uri = save_final(store, trial, engine, loaded.source, rank)

@@ -49,6 +49,22 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(smoke_ladder, tmp_pa
     assert resumed.final_val_loss == pytest.approx(uninterrupted.final_val_loss, rel=1e-6)
 
 
+def test_a_kill_before_the_first_checkpoint_restarts_with_one_step_0(smoke_ladder, tmp_path):
+    cell = cell_of("lora", "xs")
+
+    def die_after_step_0(report):
+        if report["step"] == 0:
+            raise Killed
+
+    trial = Trial(cell=cell, trial_key="c", lr=cell.recipe.lr, store=str(tmp_path / "c"))
+    with pytest.raises(Killed):
+        run_trial(trial, report=die_after_step_0)
+    steps_seen = []
+    restarted = run_trial(trial, report=lambda r: steps_seen.append(r["step"]))
+    assert steps_seen == [0, 10, 20]
+    assert [p["step"] for p in restarted.curve] == [0, 10, 20]  # step 0 once: nothing to resume from
+
+
 def test_divergence_stops_the_trial(smoke_ladder):
     cell = cell_of("fft", "s", "early_stopping.divergence_factor=1.01")
     outcome = run_trial(Trial(cell=cell, trial_key="d", lr=5.0))
