@@ -243,14 +243,19 @@ def validation_loss(model: torch.nn.Module, ids: torch.Tensor, labels: torch.Ten
     model.eval()
     totals = torch.zeros(2, dtype=torch.float64, device=device)
     mine = torch.arange(rank, len(ids), world)
-    for start in range(0, len(mine), micro_batch):
-        rows = mine[start:start + micro_batch]
-        n_tokens = count_label_tokens(labels[rows])
-        if n_tokens == 0:
-            continue
+    # Every rank runs the same number of forward passes, a short shard padding with a zero-weight row:
+    # under ZeRO-3 each forward gathers parameters from all ranks, so one missing pass would hang them.
+    passes = math.ceil(math.ceil(len(ids) / world) / micro_batch)
+    for index in range(passes):
+        rows = mine[index * micro_batch:(index + 1) * micro_batch]
+        n_tokens = count_label_tokens(labels[rows]) if len(rows) else 0
+        if not len(rows):
+            rows = torch.zeros(1, dtype=torch.long)
         with autocast():
             out = model(input_ids=ids[rows].to(device), labels=labels[rows].to(device))
-        totals += torch.tensor([float(out.loss) * n_tokens, n_tokens], dtype=torch.float64, device=device)
+        if n_tokens:  # a row without labelled tokens has a NaN mean loss
+            totals[0] += out.loss.double() * n_tokens
+            totals[1] += n_tokens
     if world > 1:
         dist.all_reduce(totals)
     model.train()

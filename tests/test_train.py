@@ -87,3 +87,35 @@ def test_tuned_model_reloads_with_its_trained_weights(smoke_ladder, tmp_path):
     with torch.no_grad():
         untuned = plain(input_ids=ids, labels=ids).loss
     assert not torch.isclose(tuned, untuned)
+
+
+def test_every_rank_runs_the_same_number_of_validation_passes(tmp_path):
+    """ZeRO-3 gathers parameters in every forward: ranks with a shorter shard must still take part."""
+    import contextlib
+
+    import torch.distributed as dist
+
+    from sweeper.train import validation_loss
+
+    class CountingModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, input_ids, labels):
+            self.calls += 1
+            return type("Out", (), {"loss": torch.tensor(2.0)})()
+
+    ids = torch.zeros(33, 4, dtype=torch.long)  # 33 rows over 2 ranks: 17 and 16
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        calls = []
+        for rank in (0, 1):
+            model = CountingModel()
+            loss = validation_loss(model, ids, ids, micro_batch=8, device=torch.device("cpu"),
+                                   autocast=contextlib.nullcontext, rank=rank, world=2)
+            calls.append(model.calls)
+            assert loss == pytest.approx(2.0)
+    finally:
+        dist.destroy_process_group()
+    assert calls == [3, 3]
