@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from sweeper.methods import load_trainable_state_dict, trainable_state_dict
+from sweeper.methods import load_trainable_state_dict, trainable_parameters, trainable_state_dict
 from sweeper.space import Recipe
 
 SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
@@ -51,12 +51,12 @@ def make_engine(model: torch.nn.Module, recipe: Recipe, lr: float, device: torch
     return TorchEngine(model, recipe, lr, device, world)
 
 
-def _all_reduce_sum(value: float, device: torch.device, world: int) -> float:
-    if world == 1:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return float(tensor)
+def _all_reduce_sum(value: torch.Tensor, world: int) -> float:
+    """The sum over ranks of a device scalar, read back once."""
+    total = value.double()
+    if world > 1:
+        dist.all_reduce(total)
+    return float(total)
 
 
 class TorchEngine:
@@ -81,6 +81,7 @@ class TorchEngine:
         self.autocast = autocast_for(device, recipe.precision)
         self.scaler = torch.amp.GradScaler(enabled=recipe.precision == "fp16" and device.type == "cuda")
         self.grad_clip = recipe.grad_clip
+        self.clipped = list(trainable_parameters(self.module).values())  # not the frozen base, every step
 
     def train_step(self, ids: torch.Tensor, labels: torch.Tensor, micro_batch: int, items_in_global_batch: int) -> float:
         """One optimizer step over this rank's rows; returns the global batch's mean token loss."""
@@ -99,12 +100,12 @@ class TorchEngine:
             local_sum += out.loss.detach().float()
         if self.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_([p for p in self.module.parameters() if p.requires_grad], self.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.clipped, self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return _all_reduce_sum(float(local_sum), self.device, self.world)
+        return _all_reduce_sum(local_sum, self.world)
 
     def current_lr(self) -> float:
         return float(self.scheduler.get_last_lr()[0])
@@ -175,7 +176,7 @@ class DeepSpeedEngine:
             self.model.backward(out.loss * accumulation * self.world)
             self.model.step()
             local_sum += out.loss.detach().float()
-        return _all_reduce_sum(float(local_sum), self.device, self.world)
+        return _all_reduce_sum(local_sum, self.world)
 
     def current_lr(self) -> float:
         return float(self.scheduler.get_last_lr()[0])
@@ -184,13 +185,9 @@ class DeepSpeedEngine:
         """Full (unpartitioned) trainable tensors, gathered from every rank under ZeRO-3."""
         import deepspeed
 
-        module = self.model.module
-        names = [name for name, param in module.named_parameters() if param.requires_grad]
-        params = [param for _, param in module.named_parameters() if param.requires_grad]
-        with deepspeed.zero.GatheredParameters(params, enabled=self.zero_stage == 3):
-            gathered = {name: param.detach().float().cpu().clone() for name, param in zip(names, params, strict=True)}
-        wanted = set(trainable_state_dict(module))
-        return {name: tensor for name, tensor in gathered.items() if name in wanted}
+        params = trainable_parameters(self.model.module)
+        with deepspeed.zero.GatheredParameters(list(params.values()), enabled=self.zero_stage == 3):
+            return {name: param.detach().float().cpu().clone() for name, param in params.items()}
 
     def save(self, path: Path) -> None:
         # Every rank writes its own shard of the optimizer state into the (shared) folder.

@@ -24,6 +24,7 @@ __all__ = [
     "load_trainable_state_dict",
     "method_names",
     "resolve_method_config",
+    "trainable_parameters",
     "trainable_state_dict",
 ]
 
@@ -38,12 +39,13 @@ if TYPE_CHECKING:
         method_names,
         resolve_method_config,
     )
-    from sweeper.methods._state import load_trainable_state_dict, trainable_state_dict
+    from sweeper.methods._state import load_trainable_state_dict, trainable_parameters, trainable_state_dict
 
 _HOMES = {
     "Method": "_method",
     "UNSUPPORTED": "_peft",
     "load_trainable_state_dict": "_state",
+    "trainable_parameters": "_state",
     "trainable_state_dict": "_state",
 }
 

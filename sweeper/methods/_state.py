@@ -13,16 +13,21 @@ from torch import nn
 from sweeper.errors import UserError
 
 
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Name -> every parameter with `requires_grad`, in the model's order."""
+    return {name: param for name, param in model.named_parameters() if param.requires_grad}
+
+
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Name -> tensor of every parameter with `requires_grad`. The tensors share storage with the model:
     save or clone them before training on."""
-    return {name: param.detach() for name, param in model.named_parameters() if param.requires_grad}
+    return {name: param.detach() for name, param in trainable_parameters(model).items()}
 
 
 def load_trainable_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
     """Copy `state` into the model's trainable parameters; any missing, unexpected or misshapen tensor is a
     `UserError` raised before anything is copied."""
-    params = {name: param for name, param in model.named_parameters() if param.requires_grad}
+    params = trainable_parameters(model)
     missing = sorted(set(params) - set(state))
     unexpected = sorted(set(state) - set(params))
     if missing or unexpected:
