@@ -76,7 +76,7 @@ def score(
     for column in ("metric", "value", "n", "k"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for metric in report["metrics"]:
-        value = f"{100 * metric['value']:.2f}%" if metric["metric"].endswith(tuple(f"@{k}" for k in (1, 10, 100))) else f"{metric['value']:.4f}"
+        value = f"{100 * metric['value']:.2f}%" if metric["k"] is not None else f"{metric['value']:.4f}"  # pass@k
         table.add_row(metric["metric"], value, str(metric["n"]), str(metric["k"] or ""))
     console().print(table)
     typer.echo(f"sandbox: {', '.join(report['settings']['sandbox']['isolation'])}")

@@ -132,14 +132,15 @@ def evaluate_sweep(out: Path, tasks: list[str] | None, cells: list[str] | None, 
                    if not _record_path(out, row["cell_id"], t, settings_key(t, n_samples, temperature, limit)).exists()]
         if missing:
             todo.append((row, missing))
-    workers = workers or min(len(todo), os.cpu_count() or 1) or 1
-    if todo:
-        with Progress() as progress, ProcessPoolExecutor(workers) as pool:
-            bar = progress.add_task(f"evaluating {len(todo)} tuned models", total=len(todo))
-            futures = [pool.submit(_evaluate_cell, row, missing, n_samples, temperature, limit, str(out))
-                       for row, missing in todo]
-            for future in as_completed(futures):
-                future.result()
-                rebuild_evals(out)
-                progress.advance(bar)
-    return rebuild_evals(out)
+    if not todo:
+        return rebuild_evals(out)
+    workers = workers or min(len(todo), os.cpu_count() or 1)
+    with Progress() as progress, ProcessPoolExecutor(workers) as pool:
+        bar = progress.add_task(f"evaluating {len(todo)} tuned models", total=len(todo))
+        futures = [pool.submit(_evaluate_cell, row, missing, n_samples, temperature, limit, str(out))
+                   for row, missing in todo]
+        for future in as_completed(futures):
+            future.result()
+            path = rebuild_evals(out)  # after every model, so that scores show while the rest run
+            progress.advance(bar)
+    return path

@@ -105,12 +105,11 @@ class Task(ABC):
 @dataclass(frozen=True)
 class ProgramItem:
     """One prompt of a program task: the model sees `prompt`; its completion is appended to `prefix`
-    and the program is run with `test`. `group` gathers items scored together (robustness)."""
+    and the program is run with `test`."""
 
     prompt: str
     prefix: str
     test: str
-    group: int
 
 
 class ProgramTask(Task):
@@ -122,15 +121,17 @@ class ProgramTask(Task):
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         items = self.items(ctx)
         programs = generate_programs(lm, ctx, [item.prompt for item in items], [item.prefix for item in items])
-        return self.score(programs, ctx)
+        return self.score_items(items, programs, ctx)
 
     def score(self, generations: list[list[str]], ctx: Context) -> TaskResult:
-        items = self.items(ctx)
+        return self.score_items(self.items(ctx), generations, ctx)
+
+    def score_items(self, items: list[ProgramItem], generations: list[list[str]], ctx: Context) -> TaskResult:
         check_generations(generations, len(items), self.name)
         results = run_programs(ctx.sandbox, items, generations, self.name)
-        return TaskResult(self.metrics(items, results), generations)
+        return TaskResult(self.metrics(results), generations)
 
-    def metrics(self, items: list[ProgramItem], results: list[list[bool]]) -> list[Metric]:
+    def metrics(self, results: list[list[bool]]) -> list[Metric]:
         return pass_at_k_metrics(results)
 
 

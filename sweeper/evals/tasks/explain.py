@@ -71,7 +71,7 @@ class Explain(ProgramTask):
 
     def items(self, ctx: Context) -> list[ProgramItem]:
         # Scoring saved programs needs only the tests: the prompts of stage 2 depend on the descriptions.
-        return [ProgramItem("", p.declaration, p.test, i) for i, p in enumerate(ctx.problems())]
+        return [ProgramItem("", p.declaration, p.test) for p in ctx.problems()]
 
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         problems = ctx.problems()
@@ -79,13 +79,12 @@ class Explain(ProgramTask):
             [describe_prompt(p) for p in problems], n=ctx.n_samples, temperature=ctx.temperature,
             max_new_tokens=ctx.max_new_tokens, stop=("<|endoftext|>", "\nQuestion:"),
         )
-        prompts = [
-            synthesize_prompt(p, clean_description(d, p)) for p, ds in zip(problems, descriptions, strict=True) for d in ds
-        ]
+        cleaned = [[clean_description(d, p) for d in ds] for p, ds in zip(problems, descriptions, strict=True)]
+        prompts = [synthesize_prompt(p, d) for p, ds in zip(problems, cleaned, strict=True) for d in ds]
         completions = iter(lm.generate(
             prompts, n=1, temperature=ctx.temperature, max_new_tokens=ctx.max_new_tokens, stop=STOP_WORDS,
         ))
         programs = [[complete_program(p.declaration, next(completions)[0]) for _ in ds] for p, ds in zip(problems, descriptions, strict=True)]
         result = self.score(programs, ctx)
-        result.artifacts["descriptions"] = [[clean_description(d, p) for d in ds] for p, ds in zip(problems, descriptions, strict=True)]
+        result.artifacts["descriptions"] = cleaned
         return result

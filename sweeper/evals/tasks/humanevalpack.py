@@ -21,15 +21,15 @@ from sweeper.evals.tasks.base import (
 )
 
 
-def synthesize_item(problem: Problem, group: int) -> ProgramItem:
-    return ProgramItem(octopack_prompt(problem.instruction.strip(), problem.prompt), problem.prompt, problem.test, group)
+def synthesize_item(problem: Problem) -> ProgramItem:
+    return ProgramItem(octopack_prompt(problem.instruction.strip(), problem.prompt), problem.prompt, problem.test)
 
 
-def fix_item(problem: Problem, group: int) -> ProgramItem:
+def fix_item(problem: Problem) -> ProgramItem:
     assert problem.buggy_solution is not None
     context = problem.declaration + problem.buggy_solution + "\n" + problem.test
     question = f"{context}\nFix bugs in {problem.entry_point}."
-    return ProgramItem(octopack_prompt(question, problem.declaration), problem.declaration, problem.test, group)
+    return ProgramItem(octopack_prompt(question, problem.declaration), problem.declaration, problem.test)
 
 
 def continuation(prompt: str, prefix: str, solution: str) -> str:
@@ -49,7 +49,7 @@ class Synthesize(ProgramTask):
     summary = "write the function from its docstring; pass@k of the programs executed with HumanEval's tests"
 
     def items(self, ctx: Context) -> list[ProgramItem]:
-        return [synthesize_item(p, i) for i, p in enumerate(ctx.problems())]
+        return [synthesize_item(p) for p in ctx.problems()]
 
 
 @TASKS.register("humanevalfix")
@@ -58,7 +58,7 @@ class Fix(ProgramTask):
     summary = "fix HumanEvalPack's human-written bug given the tests (HumanEvalFixTests); pass@k"
 
     def items(self, ctx: Context) -> list[ProgramItem]:
-        return [fix_item(p, i) for i, p in enumerate(ctx.problems(need_bugs=True))]
+        return [fix_item(p) for p in ctx.problems(need_bugs=True)]
 
 
 @TASKS.register("humanevalfix-mutated")
@@ -67,7 +67,7 @@ class FixMutated(ProgramTask):
     summary = "fix an injected bug (HumanEvalFix's six bug types, offline) given the tests; pass@k"
 
     def items(self, ctx: Context) -> list[ProgramItem]:
-        return [fix_item(p, i) for i, p in enumerate(mutated_problems(ctx))]
+        return [fix_item(p) for p in mutated_problems(ctx)]
 
 
 @TASKS.register("humanevalsynthesize-ll")
@@ -81,7 +81,7 @@ class SynthesizeLikelihood(ChoiceTask):
         items = []
         for index, problem in enumerate(problems):
             other = problems[(index + 1) % len(problems)]
-            prompt = synthesize_item(problem, index).prompt
+            prompt = synthesize_item(problem).prompt
             options = tuple(
                 continuation(prompt, problem.prompt, solution)
                 for solution in (problem.canonical_solution, problem.buggy_solution, other.canonical_solution)
@@ -97,8 +97,8 @@ class FixLikelihood(ChoiceTask):
 
     def choices(self, ctx: Context) -> list[Choice]:
         items = []
-        for index, problem in enumerate(problems_with_bugs(ctx)):
-            prompt = fix_item(problem, index).prompt
+        for problem in problems_with_bugs(ctx):
+            prompt = fix_item(problem).prompt
             options = tuple(
                 continuation(prompt, problem.declaration, solution)
                 for solution in (problem.canonical_solution, problem.buggy_solution)

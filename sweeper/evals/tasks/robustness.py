@@ -24,12 +24,12 @@ class Robustness(ProgramTask):
 
     def items(self, ctx: Context) -> list[ProgramItem]:
         items = []
-        for index, problem in enumerate(ctx.problems()):
-            items.append(synthesize_item(problem, index))
-            items.extend(synthesize_item(PERTURBATIONS.get(name)(problem), index) for name in PERTURBATIONS)
+        for problem in ctx.problems():
+            items.append(synthesize_item(problem))
+            items.extend(synthesize_item(PERTURBATIONS.get(name)(problem)) for name in PERTURBATIONS)
         return items
 
-    def metrics(self, items: list[ProgramItem], results: list[list[bool]]) -> list[Metric]:
+    def metrics(self, results: list[list[bool]]) -> list[Metric]:
         variants = len(PERTURBATIONS.names()) + 1
         groups = [results[start : start + variants] for start in range(0, len(results), variants)]
         robust = [robust_results(group[1:]) for group in groups]
