@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from sweeper.errors import UserError
+from sweeper.errors import UserError, first_line
 
 LEDGER = "cells.parquet"
 EVALS = "evals.parquet"
@@ -58,7 +58,7 @@ def read_table(path: Path) -> pl.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as err:
-        raise UserError(f"{path}: cannot read it as {suffix[1:]}: {_first_line(err)}") from None
+        raise UserError(f"{path}: cannot read it as {suffix[1:]}: {first_line(err)}") from None
     raise UserError(f"{path}: expected a .csv or .parquet file or a sweep folder")
 
 
@@ -112,7 +112,7 @@ def add_columns(table: pl.DataFrame, definitions: list[str], where: str) -> pl.D
         try:
             table = table.with_columns(pl.sql_expr(expression).cast(pl.Float64).alias(name.strip()))
         except pl.exceptions.PolarsError as err:
-            raise UserError(f"{where}: --define {definition!r}: {_first_line(err)}") from None
+            raise UserError(f"{where}: --define {definition!r}: {first_line(err)}") from None
     return table
 
 
@@ -123,12 +123,7 @@ def filter_rows(table: pl.DataFrame, condition: str | None, where: str) -> pl.Da
     try:
         kept = table.filter(pl.sql_expr(condition))
     except pl.exceptions.PolarsError as err:
-        raise UserError(f"{where}: --where {condition!r}: {_first_line(err)}") from None
+        raise UserError(f"{where}: --where {condition!r}: {first_line(err)}") from None
     if kept.height == 0:
         raise UserError(f"{where}: --where {condition!r} keeps no row")
     return kept
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sweeper.config import load_yaml
-from sweeper.errors import UserError
+from sweeper.errors import UserError, first_line
 from sweeper.memory import MemoryEstimate, usable_gib
 from sweeper.space import Cell
 
@@ -218,9 +218,9 @@ def _ray_prepare_and_validate(raw: dict[str, Any], source: str) -> dict[str, Any
     try:
         config = prepare_config(raw)
     except NotImplementedError as err:
-        raise UserError(f"{source}: provider.type: {_first_line(err)}") from None
+        raise UserError(f"{source}: provider.type: {first_line(err)}") from None
     except (KeyError, ValueError, TypeError, AttributeError, AssertionError) as err:
-        raise UserError(f"{source}: Ray cannot read it ({type(err).__name__}: {_first_line(err)})") from None
+        raise UserError(f"{source}: Ray cannot read it ({type(err).__name__}: {first_line(err)})") from None
     finally:
         util_logger.setLevel(level)
     try:
@@ -230,7 +230,7 @@ def _ray_prepare_and_validate(raw: dict[str, Any], source: str) -> dict[str, Any
     except (ValueError, RuntimeError) as err:
         # Ray's consistency messages name their field in backquotes (`head_node_type`, `max_workers`).
         field = re.search(r"`(\w+)`", str(err))
-        raise UserError(f"{source}: {field.group(1) + ': ' if field else ''}{_first_line(err)}") from None
+        raise UserError(f"{source}: {field.group(1) + ': ' if field else ''}{first_line(err)}") from None
     return config
 
 
@@ -241,12 +241,7 @@ def _describe_schema_error(err: Any) -> str:
         allowed = ", ".join(sorted(err.schema.get("properties", {})))
         scope = f" in {where}" if err.absolute_path else ""
         return f"unknown key {unexpected[0]!r}{scope}; expected one of: {allowed}"
-    return f"{where}: {_first_line(err.message)}"
-
-
-def _first_line(err: object) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    return f"{where}: {first_line(err.message)}"
 
 
 def _node_type(name: str, node: dict[str, Any], head: bool, source: str) -> NodeType:

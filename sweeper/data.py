@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sweeper import provenance
-from sweeper.errors import UserError
+from sweeper.errors import UserError, first_line
 from sweeper.micro.cache import CorruptEntry, build_lock, commit_entry, digest, load_entry
 from sweeper.micro.corpus import collect_corpus, hash_fraction, python_files
 from sweeper.paths import cache_dir
@@ -414,9 +414,8 @@ def _load_dataset(builder: str, files: str) -> Any:
     # Offline, datasets and huggingface_hub raise many types (ConnectionError, FileNotFoundError,
     # OfflineModeIsEnabled, HfHubHTTPError, ...): each means "cannot get the data" here.
     except Exception as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(
-            f"data.source 'commitpackft': cannot load {files} ({reason}); it needs network access to the "
+            f"data.source 'commitpackft': cannot load {files} ({first_line(err)}); it needs network access to the "
             "HF hub, or data.path pointing at a local copy (a folder with commitpackft/ and guanaco-commits/)"
         ) from None
 

@@ -10,3 +10,9 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(message.split()))
+
+
+def first_line(err: object) -> str:
+    """The first line of an exception's (or a message's) text, for a one-line error; its type if empty."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import PositiveInt
 
 from sweeper.config import Frozen
-from sweeper.errors import UserError
+from sweeper.errors import UserError, first_line
 from sweeper.registry import Registry
 
 if TYPE_CHECKING:
@@ -150,9 +150,8 @@ class StarCoderBaseLadder(Ladder):
             tokenizer = AutoTokenizer.from_pretrained(hf_id)
             model = AutoModelForCausalLM.from_pretrained(hf_id, dtype=dtype)
         except OSError as err:
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise UserError(
-                f"cannot load {hf_id} from the HF hub ({first_line}); it needs network access, an accepted "
+                f"cannot load {hf_id} from the HF hub ({first_line(err)}); it needs network access, an accepted "
                 "licence and HF_TOKEN, or a local copy in the HF cache"
             ) from None
         if tokenizer.pad_token is None:

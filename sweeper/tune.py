@@ -33,7 +33,7 @@ from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from sweeper.errors import UserError
+from sweeper.errors import UserError, first_line
 from sweeper.ledger import Ledger
 from sweeper.progress import LiveTable
 from sweeper.space import Cell
@@ -93,9 +93,8 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
         else:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         target = f"--address {address}" if address not in (None, "local") else "local Ray"
-        raise UserError(f"{target}: Ray could not start or connect ({message})") from None
+        raise UserError(f"{target}: Ray could not start or connect ({first_line(err)})") from None
     return True
 
 

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sweeper.errors import UserError
+from sweeper.errors import UserError, first_line
 
 # bigcode-evaluation-harness's IMPORT_HELPER["python"] (from CodeGeeX): prepended to every program.
 IMPORT_HELPER = "\n".join([
@@ -107,9 +107,8 @@ def _humanevalpack_from_hub() -> list[dict]:
 
         return list(datasets.load_dataset(HUMANEVALPACK_ID, "python", split="test"))
     except Exception as err:  # datasets raises many types when the hub is unreachable
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise UserError(
-            f"cannot load {HUMANEVALPACK_ID} from the HF hub ({first_line}); pass --data PATH to a local "
+            f"cannot load {HUMANEVALPACK_ID} from the HF hub ({first_line(err)}); pass --data PATH to a local "
             "copy of its Python split (humanevalpack.jsonl or .jsonl.gz)"
         ) from None
 

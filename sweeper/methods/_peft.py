@@ -21,7 +21,7 @@ from peft import PeftConfig, PeftType, get_peft_model
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from torch import nn
 
-from sweeper.errors import UserError
+from sweeper.errors import UserError, first_line
 from sweeper.methods._method import Method
 
 # Fields of every peft config that are bookkeeping, and the numbers prompt-learning methods read
@@ -45,8 +45,7 @@ def attach(model: nn.Module, config: PeftConfig, *, name: str) -> nn.Module:
     try:
         tuned = get_peft_model(model, config)
     except ValueError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"method {name!r} does not fit this model: {first_line}") from None
+        raise UserError(f"method {name!r} does not fit this model: {first_line(err)}") from None
     if config.is_prompt_learning:
         tuned.base_model_prepare_inputs_for_generation = _cache_under_peft_name(
             tuned.base_model_prepare_inputs_for_generation
