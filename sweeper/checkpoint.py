@@ -48,8 +48,7 @@ class CheckpointStore:
         with self.fs.open_output_stream(path) as stream:
             stream.write(text.encode())
 
-    def _upload(self, local_dir: Path, remote: str) -> None:
-        self.fs.delete_dir_contents(remote, missing_dir_ok=True)
+    def _copy_up(self, local_dir: Path, remote: str) -> None:
         self.fs.create_dir(remote, recursive=True)
         pafs.copy_files(str(local_dir), remote, source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=self.fs)
@@ -68,10 +67,7 @@ class CheckpointStore:
 
     def upload(self, trial_key: str, step: int, local_dir: Path) -> None:
         """Copy files into a step's folder. Sharded engines (ZeRO) call this from every rank."""
-        remote = self._path(trial_key, self.step_name(step))
-        self.fs.create_dir(remote, recursive=True)
-        pafs.copy_files(str(local_dir), remote, source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=self.fs)
+        self._copy_up(local_dir, self._path(trial_key, self.step_name(step)))
 
     def commit(self, trial_key: str, step: int) -> None:
         """Point LATEST at a fully uploaded step, then drop the older ones."""
@@ -80,10 +76,6 @@ class CheckpointStore:
         for info in self.fs.get_file_info(pafs.FileSelector(self._path(trial_key), allow_not_found=True)):
             if info.type == pafs.FileType.Directory and info.base_name.startswith("step-") and info.base_name != name:
                 self.fs.delete_dir(info.path)
-
-    def save(self, trial_key: str, step: int, local_dir: Path) -> None:
-        self.upload(trial_key, step, local_dir)
-        self.commit(trial_key, step)
 
     def latest(self, trial_key: str) -> str | None:
         """Name of the newest complete checkpoint of a trial, if any."""
@@ -101,12 +93,22 @@ class CheckpointStore:
         """Upload a finished trial's tuned weights, then drop its resume checkpoints (a full fine-tune's
         optimizer state is several times the model); returns the weights' URI (recorded in the ledger)."""
         remote = self._path(trial_key, FINAL)
-        self._upload(local_dir, remote)
+        self.fs.delete_dir_contents(remote, missing_dir_ok=True)
+        self._copy_up(local_dir, remote)
         self._write_text(self._path(trial_key, FINAL, FINAL_MARKER), "complete")
         for info in self.fs.get_file_info(pafs.FileSelector(self._path(trial_key), allow_not_found=True)):
             if info.base_name.startswith("step-") or info.base_name == LATEST:
                 (self.fs.delete_dir if info.type == pafs.FileType.Directory else self.fs.delete_file)(info.path)
-        return self.uri.rstrip("/") + f"/{trial_key}/{FINAL}"
+        return self.final_uri(trial_key)
+
+    def final_uri(self, trial_key: str) -> str:
+        return f"{self.uri.rstrip('/')}/{trial_key}/{FINAL}"
+
+    @staticmethod
+    def split_final_uri(uri: str) -> tuple[str, str]:
+        """(store URI, trial key) of a `final_uri`."""
+        store_uri, _, trial_key = uri.rstrip("/").removesuffix(f"/{FINAL}").rpartition("/")
+        return store_uri, trial_key
 
     def fetch_final(self, trial_key: str, local_dir: Path) -> Path:
         remote = self._path(trial_key, FINAL)

@@ -37,7 +37,6 @@ class LaunchOptions:
     fresh: bool = False
     force: bool = False
     tracking: str | None = None
-    num_cpus: int | None = None
 
 
 @dataclass(frozen=True)
@@ -206,7 +205,7 @@ def launch_grid(plan: Plan, space_source: str, options: LaunchOptions) -> Launch
     ledger = Ledger(out)
     check_same_space(ledger, plan, options.force)
     prepare_base_models(plan)
-    started = tuning.start_ray(options.address, options.num_cpus)
+    started = tuning.start_ray(options.address)
     try:
         check_cells_fit(plan.cells, memory_plan(plan), tuning.cluster_node_types())
         store = storage_for(out, options, tuning.alive_nodes())

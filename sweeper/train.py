@@ -286,7 +286,7 @@ def _barrier() -> None:
 def save_final(store: CheckpointStore, trial: Trial, engine: Any, model_source: str, rank: int) -> str:
     """The tuned weights (trainable tensors only) + what they apply to: enough to rebuild the model."""
     weights = engine.trainable_weights()
-    uri = f"{store.uri.rstrip('/')}/{trial.trial_key}/final"
+    uri = store.final_uri(trial.trial_key)
     if rank == 0:
         from safetensors.torch import save_file
 
@@ -305,7 +305,7 @@ def load_tuned_model(final_uri: str, *, device: str = "cpu") -> tuple[LoadedMode
     """Rebuild a tuned model from its final checkpoint: base from the ladder + method + trained tensors."""
     from safetensors.torch import load_file
 
-    store_uri, _, trial_key = final_uri.rstrip("/").removesuffix("/final").rpartition("/")
+    store_uri, trial_key = CheckpointStore.split_final_uri(final_uri)
     store = CheckpointStore(store_uri)
     with tempfile.TemporaryDirectory(prefix="sweeper-final-") as scratch:
         path = store.fetch_final(trial_key, Path(scratch) / "final")

@@ -75,7 +75,7 @@ def trial_resources(cell: Cell, pin_drivers: bool = False) -> dict[str, float]:
 # -- Ray start and cluster checks ------------------------------------------------------------------
 
 
-def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
+def start_ray(address: str | None) -> bool:
     """Start local Ray (with the dashboard: Tune's trial cleanup needs the State API) or connect.
     False when Ray was already up in this process (then the caller leaves it up)."""
     import ray
@@ -88,7 +88,7 @@ def start_ray(address: str | None, num_cpus: int | None = None) -> bool:
         if address in (None, "local"):
             from sweeper.cluster import DRIVER_RESOURCE
 
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=False,
+            ray.init(address="local", include_dashboard=True, log_to_driver=False,
                      logging_level=logging.WARNING, resources={DRIVER_RESOURCE: DRIVER_SLOTS})
         else:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
