@@ -7,11 +7,11 @@ small machine); with the memo, `sweeper plan` on a space seen before imports non
 
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 from collections.abc import Callable
 from typing import Any
 
+from sweeper import provenance
 from sweeper.io import atomic_write_json
 from sweeper.paths import cache_dir
 
@@ -19,13 +19,8 @@ VERSIONED = ("sweeper", "torch", "transformers", "peft")
 
 
 def _versions() -> list[str]:
-    found = []
-    for name in VERSIONED:
-        try:
-            found.append(importlib.metadata.version(name))
-        except importlib.metadata.PackageNotFoundError:
-            found.append("absent")
-    return found
+    installed = provenance.package_versions()
+    return [installed.get(name, "absent") for name in VERSIONED]
 
 
 class DiskMemo:
