@@ -43,8 +43,7 @@ def hf_trainer_tokens_per_s(cell, steps: int) -> float:
     )
     trainer = Trainer(model=model, args=args, train_dataset=rows)
     result = trainer.train()
-    tokens = steps * recipe.global_batch * cell.data.seq_len
-    return tokens / result.metrics["train_runtime"]
+    return cell.train_tokens / result.metrics["train_runtime"]
 
 
 def sweeper_tokens_per_s(cell, steps: int) -> float:

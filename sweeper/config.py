@@ -1,8 +1,8 @@
 """Typed, frozen, validated configuration: the base class and the error formatting every config uses.
 
-Unknown keys are errors (`extra="forbid"`), types are checked strictly enough that a string is
-never silently taken for a number, and a validation failure becomes one `UserError` line naming
-the source, the dotted field path and what was expected.
+Unknown keys are errors (`extra="forbid"`) and a validation failure becomes one `UserError` line
+naming the source, the dotted field path and what was expected. Validation is lax on purpose: a
+numeric string becomes its number, because PyYAML reads an unquoted `1e-4` as a string.
 """
 
 from pathlib import Path
@@ -17,7 +17,7 @@ M = TypeVar("M", bound="Frozen")
 
 
 class Frozen(BaseModel):
-    """Base of every config: immutable, unknown keys rejected, no silent str -> number coercion."""
+    """Base of every config: immutable, unknown keys rejected, numeric strings read as numbers."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
 

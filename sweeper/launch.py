@@ -154,7 +154,7 @@ def views(slots: list[Any], rows: list[dict[str, Any]]) -> list[TrialView]:
         cell = slot.cell
         view = TrialView(trial_id=slot.key, cell_id=cell.id, method=cell.method, scale=cell.scale,
                          steps_total=cell.recipe.steps,
-                         tokens_total=cell.recipe.steps * cell.recipe.global_batch * cell.data.seq_len)
+                         tokens_total=cell.train_tokens)
         row = finished.get(slot.key)
         if row:
             view.status, view.step, view.tokens = row["status"], row["steps"] or 0, row["tokens"] or 0

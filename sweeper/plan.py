@@ -103,7 +103,7 @@ def trial_flops(total: int, trainable: int, train_tokens: int, eval_tokens: int)
 def estimate_cell(cell: Cell, trainable: int, total: int, peak_tflops: float, utilization: float,
                   usd_per_hour: float) -> CellEstimate:
     recipe, data = cell.recipe, cell.data
-    train_tokens = recipe.steps * recipe.global_batch * data.seq_len
+    train_tokens = cell.train_tokens
     eval_tokens = evaluations(recipe.steps, recipe.eval_every) * data.max_val_sequences * data.seq_len
     flops = cell.search.trials * trial_flops(total, trainable, train_tokens, eval_tokens)
     device_hours = flops / (peak_tflops * 1e12 * utilization * 3600)

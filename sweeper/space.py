@@ -192,6 +192,15 @@ class Cell(Frozen):
     def frozen_base(self) -> bool:
         return self.method != "fft"
 
+    @property
+    def tokens_per_step(self) -> int:
+        """Training tokens of one optimizer step: global_batch sequences of seq_len tokens."""
+        return self.recipe.global_batch * self.data.seq_len
+
+    @property
+    def train_tokens(self) -> int:
+        return self.recipe.steps * self.tokens_per_step
+
 
 SPACES_DIR = PROJECT_ROOT / "search_spaces"
 
@@ -319,6 +328,7 @@ def expand(space: Space) -> list[Cell]:
     from sweeper.memo import DiskMemo
 
     memo = DiskMemo("method_configs")
+    shared = space.model_dump(mode="json", include={"data", "recipe", "search", "early_stopping", "resources"})
     cells = []
     for method, settings in space.methods.items():
         method_config = resolve_method(method, settings, f"{space.name}: methods.{method}", memo)
@@ -329,15 +339,13 @@ def expand(space: Space) -> list[Cell]:
                 "scale": scale,
                 "method": method,
                 "method_config": method_config,
-                **space.model_dump(
-                    mode="json", include={"data", "recipe", "search", "early_stopping", "resources"}
-                ),
+                **shared,
             }
             for index, rule in enumerate(space.overrides):
                 if (rule.methods is None or method in rule.methods) and (
                     rule.scales is None or scale in rule.scales
                 ):
-                    raw = _apply_override(raw, rule.set, f"{space.name}: overrides[{index}]")
+                    raw = _apply_override(raw, rule.set, f"{space.name}: overrides[{index}]", memo)
             cell = Cell.parse(raw, f"{space.name}: cell {method}/{scale}")
             _check_batch(cell)
             cells.append(cell)
@@ -345,7 +353,7 @@ def expand(space: Space) -> list[Cell]:
     return cells
 
 
-def _apply_override(raw: dict[str, Any], assignments: dict[str, Any], source: str) -> dict[str, Any]:
+def _apply_override(raw: dict[str, Any], assignments: dict[str, Any], source: str, memo: Any) -> dict[str, Any]:
     updated = json.loads(json.dumps(raw))
     for key, value in assignments.items():
         parts = key.split(".")
@@ -358,7 +366,7 @@ def _apply_override(raw: dict[str, Any], assignments: dict[str, Any], source: st
             raise UserError(f"{source}: set: {key!r} is not a field of a cell")
         node[parts[-1]] = value
     if "method_config" in {key.split(".")[0] for key in assignments}:
-        updated["method_config"] = resolve_method(updated["method"], updated["method_config"], source)
+        updated["method_config"] = resolve_method(updated["method"], updated["method_config"], source, memo)
     return updated
 
 

@@ -150,7 +150,7 @@ def run_trial(trial: Trial, report: Report | None = None) -> TrialOutcome:
     resumed_elapsed = state["elapsed_s"]
     hardware = json.dumps(provenance.hardware(), sort_keys=True)
     final_uri: str | None = None
-    tokens_per_step = recipe.global_batch * cell.data.seq_len
+    tokens_per_step = cell.tokens_per_step
     train_losses: list[float] = []
     window_start = time.perf_counter()
 
