@@ -22,6 +22,7 @@ from transformers import GPTBigCodeForCausalLM, get_cosine_with_min_lr_schedule_
 from transformers.utils import logging as hf_logging
 
 from sweeper import provenance
+from sweeper.engines import parameter_groups
 from sweeper.micro.cache import CorruptEntry, build_lock, commit_entry, load_entry
 from sweeper.micro.ladder import PretrainRecipe
 from sweeper.micro.tokenizer import as_transformers, load_tokenizer
@@ -102,16 +103,17 @@ def _pretrain(job: PretrainJob, out: Path, progress: ProgressSink) -> dict[str, 
     for step in range(1, recipe.steps + 1):
         batch = train_blocks[order[(step - 1) * recipe.batch_size : step * recipe.batch_size]]
         loss = model(input_ids=batch, labels=batch).loss
-        if not math.isfinite(loss.item()):
-            raise RuntimeError(f"micro scale {job.scale}: pretraining diverged at step {step} (loss {loss.item()})")
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise RuntimeError(f"micro scale {job.scale}: pretraining diverged at step {step} (loss {loss_value})")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         lr = schedule.get_last_lr()[0]
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        window.append(loss.item())
-        message: dict[str, Any] = {"scale": job.scale, "tokens": step * tokens_per_step, "loss": loss.item()}
+        window.append(loss_value)
+        message: dict[str, Any] = {"scale": job.scale, "tokens": step * tokens_per_step, "loss": loss_value}
         if step % recipe.eval_every == 0 or step == recipe.steps:
             val_loss = _val_loss(model, val_blocks)
             curve.append({
@@ -178,12 +180,7 @@ def _block_order(n_blocks: int, needed: int, seed: int) -> torch.Tensor:
 
 def _adamw(model: torch.nn.Module, recipe: PretrainRecipe) -> torch.optim.AdamW:
     # Decay matrices only; biases and LayerNorm gains stay undecayed (as GPT-2 / nanoGPT).
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, recipe.beta2))
+    return torch.optim.AdamW(parameter_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, recipe.beta2))
 
 
 @torch.no_grad()
