@@ -3,11 +3,6 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.paths import PROJECT_ROOT
-
-SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
-
-
 
 @pytest.fixture(scope="session")
 def smoke_cache(tmp_path_factory) -> Path:

@@ -11,7 +11,6 @@ import polars as pl
 import pytest
 
 from analysis import solver
-from sweeper.cli import main
 
 METHODS = ("fft", "lora", "ptuning", "ia3", "adapterh", "adapterp", "parallel")
 SCALES = {"xs": 2.0e6, "s": 6.0e6, "m": 1.8e7, "l": 5.4e7}  # total parameters of a micro-like ladder
@@ -67,26 +66,14 @@ def make_sweep(folder: Path, noise: float = 0.005, seed: int = 0, evals: bool = 
 SCALING = Path(__file__).resolve().parents[2] / "shared" / "data" / "scaling"
 
 
-def run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr("sys.argv", ["sweeper", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as done:
-        code = done.code or 0
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     return make_sweep(tmp_path_factory.mktemp("sweeps") / "micro")
 
 
-def test_fit_on_a_sweep_folder_recovers_the_law(sweep, tmp_path, monkeypatch, capsys):
+def test_fit_on_a_sweep_folder_recovers_the_law(run_cli, sweep, tmp_path):
     out = tmp_path / "fit"
-    code, stdout, err = run_cli(["fit", str(sweep), "--bootstrap", "200", "--out", str(out), "--json"],
-                                monkeypatch, capsys)
+    code, stdout, err = run_cli("fit", str(sweep), "--bootstrap", "200", "--out", str(out), "--json")
     assert code == 0, err
     result = json.loads(stdout)
     assert (result["x"], result["y"], result["by"], result["law"]) == (["total_params"], "final_val_loss", "method", "power")
@@ -118,9 +105,9 @@ def test_fit_on_a_sweep_folder_recovers_the_law(sweep, tmp_path, monkeypatch, ca
     assert pl.read_parquet(out / "results.parquet").height == rows.height
 
 
-def test_fit_holdout_largest_reports_the_error_on_the_largest_scale(sweep, tmp_path, monkeypatch, capsys):
-    code, stdout, _ = run_cli(["fit", str(sweep), "--holdout-largest", "--bootstrap", "100", "--json",
-                               "--out", str(tmp_path)], monkeypatch, capsys)
+def test_fit_holdout_largest_reports_the_error_on_the_largest_scale(run_cli, sweep, tmp_path):
+    code, stdout, _ = run_cli("fit", str(sweep), "--holdout-largest", "--bootstrap", "100", "--json",
+                               "--out", str(tmp_path))
     assert code == 0
     rows = pl.DataFrame(json.loads(stdout)["results"], infer_schema_length=None)
     backtest = rows.filter(pl.col("section") == "backtest")
@@ -137,9 +124,8 @@ def test_fit_holdout_largest_reports_the_error_on_the_largest_scale(sweep, tmp_p
     assert set(summary["fit"]) == {"independent", "joint"} and (summary["estimate"] < 0.05).all()
 
 
-def test_report_writes_markdown_and_self_contained_html(sweep, tmp_path, monkeypatch, capsys):
-    code, _, err = run_cli(["report", str(sweep), "--bootstrap", "100", "--out", str(tmp_path)],
-                                monkeypatch, capsys)
+def test_report_writes_markdown_and_self_contained_html(run_cli, sweep, tmp_path):
+    code, _, err = run_cli("report", str(sweep), "--bootstrap", "100", "--out", str(tmp_path))
     assert code == 0, err
     markdown = (tmp_path / "report.md").read_text()
     page = (tmp_path / "report.html").read_text()
@@ -156,11 +142,11 @@ def test_report_writes_markdown_and_self_contained_html(sweep, tmp_path, monkeyp
     assert "observed inside the interval for" in markdown  # the backtest says how often its intervals held
 
 
-def test_fit_on_the_chinchilla_csv_with_derived_columns(tmp_path, monkeypatch, capsys):
-    code, stdout, err = run_cli([
+def test_fit_on_the_chinchilla_csv_with_derived_columns(run_cli, tmp_path):
+    code, stdout, err = run_cli(
         "fit", str(SCALING / "chinchilla_epoch_svg_extracted.csv"), "--x", "Model Size,D", "--y", "loss",
         "--define", 'D="Training FLOP" / (6 * "Model Size")', "--where", "loss < 3.42", "--bootstrap", "0",
-        "--predict", "7e10:1.4e12", "--out", str(tmp_path), "--json"], monkeypatch, capsys)
+        "--predict", "7e10:1.4e12", "--out", str(tmp_path), "--json")
     assert code == 0, err
     result = json.loads(stdout)
     assert result["law"] == "chinchilla"
@@ -179,8 +165,8 @@ def _table(tmp_path: Path, rows: dict) -> str:
     return str(path)
 
 
-def _expect_user_error(args, monkeypatch, capsys, *fragments) -> str:
-    code, _, err = run_cli(args, monkeypatch, capsys)
+def _expect_user_error(run_cli, args, *fragments) -> str:
+    code, _, err = run_cli(*args)
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
@@ -189,64 +175,64 @@ def _expect_user_error(args, monkeypatch, capsys, *fragments) -> str:
     return lines[0]
 
 
-def test_misspelled_column_lists_the_columns(sweep, tmp_path, monkeypatch, capsys):
-    _expect_user_error(["fit", str(sweep), "--y", "final_val_los", "--out", str(tmp_path / "o")], monkeypatch, capsys,
+def test_misspelled_column_lists_the_columns(run_cli, sweep, tmp_path):
+    _expect_user_error(run_cli, ["fit", str(sweep), "--y", "final_val_los", "--out", str(tmp_path / "o")],
                        "no column 'final_val_los'", "did you mean 'final_val_loss'", "columns: ", "status", "total_params")
     assert not (tmp_path / "o").exists()
 
 
-def test_nan_rows_are_reported_and_dropped_only_when_asked(tmp_path, monkeypatch, capsys):
+def test_nan_rows_are_reported_and_dropped_only_when_asked(run_cli, tmp_path):
     source = _table(tmp_path, {"n": [1e6, 1e7, 1e8, 1e9, 1e10], "loss": [3.0, 2.6, float("nan"), 2.2, 2.1]})
-    _expect_user_error(["fit", source, "--x", "n", "--y", "loss", "--out", str(tmp_path / "o")], monkeypatch, capsys,
+    _expect_user_error(run_cli, ["fit", source, "--x", "n", "--y", "loss", "--out", str(tmp_path / "o")],
                        "1 of 5 rows", "row 2", "--drop-invalid")
     assert not (tmp_path / "o").exists()
-    code, _, err = run_cli(["fit", source, "--x", "n", "--y", "loss", "--drop-invalid", "--bootstrap", "50",
-                            "--out", str(tmp_path / "o")], monkeypatch, capsys)
+    code, _, err = run_cli("fit", source, "--x", "n", "--y", "loss", "--drop-invalid", "--bootstrap", "50",
+                            "--out", str(tmp_path / "o"))
     assert code == 0 and "dropped 1 of 5 rows" in err
 
 
-def test_non_positive_x_is_refused_for_a_power_law(tmp_path, monkeypatch, capsys):
+def test_non_positive_x_is_refused_for_a_power_law(run_cli, tmp_path):
     source = _table(tmp_path, {"n": [0.0, 1e7, 1e8, 1e9], "loss": [3.0, 2.6, 2.4, 2.2]})
-    _expect_user_error(["fit", source, "--x", "n", "--y", "loss"], monkeypatch, capsys, "'n' must be > 0", "row 0")
+    _expect_user_error(run_cli, ["fit", source, "--x", "n", "--y", "loss"], "'n' must be > 0", "row 0")
 
 
-def test_too_few_points_names_the_minimum(tmp_path, monkeypatch, capsys):
+def test_too_few_points_names_the_minimum(run_cli, tmp_path):
     source = _table(tmp_path, {"n": [1e7, 1e8], "loss": [2.6, 2.4]})
-    _expect_user_error(["fit", source, "--x", "n", "--y", "loss"], monkeypatch, capsys, "2 points", "at least 3")
+    _expect_user_error(run_cli, ["fit", source, "--x", "n", "--y", "loss"], "2 points", "at least 3")
 
 
-def test_no_degrees_of_freedom_is_said_loudly(tmp_path, monkeypatch, capsys):
+def test_no_degrees_of_freedom_is_said_loudly(run_cli, tmp_path):
     source = _table(tmp_path, {"n": [1e7, 1e8, 1e9], "loss": [2.6, 2.4, 2.3]})
-    code, _, err = run_cli(["fit", source, "--x", "n", "--y", "loss", "--out", str(tmp_path / "o")], monkeypatch, capsys)
+    code, _, err = run_cli("fit", source, "--x", "n", "--y", "loss", "--out", str(tmp_path / "o"))
     assert code == 0 and "UNDERDETERMINED" in err and "no interval" in err
 
 
-def test_empty_ledger_and_ledger_without_done_trials(tmp_path, monkeypatch, capsys):
+def test_empty_ledger_and_ledger_without_done_trials(run_cli, tmp_path):
     empty = make_sweep(tmp_path / "empty", evals=False)
     pl.read_parquet(empty / "cells.parquet").head(0).write_parquet(empty / "cells.parquet")
-    _expect_user_error(["fit", str(empty)], monkeypatch, capsys, "ledger is empty")
+    _expect_user_error(run_cli, ["fit", str(empty)], "ledger is empty")
     failed = make_sweep(tmp_path / "failed", evals=False)
     ledger = pl.read_parquet(failed / "cells.parquet").with_columns(pl.lit("failed").alias("status"))
     ledger.write_parquet(failed / "cells.parquet")
-    _expect_user_error(["fit", str(failed)], monkeypatch, capsys, "no trial finished", "failed 56")
+    _expect_user_error(run_cli, ["fit", str(failed)], "no trial finished", "failed 56")
 
 
-def test_non_converged_fit_is_an_error_not_a_result(sweep, tmp_path, monkeypatch, capsys):
+def test_non_converged_fit_is_an_error_not_a_result(run_cli, sweep, tmp_path, monkeypatch):
     monkeypatch.setattr(solver, "MAX_ITERATIONS", 1)
-    _expect_user_error(["fit", str(sweep), "--bootstrap", "0", "--out", str(tmp_path / "o")], monkeypatch, capsys,
+    _expect_user_error(run_cli, ["fit", str(sweep), "--bootstrap", "0", "--out", str(tmp_path / "o")],
                        "did not converge")
     assert not (tmp_path / "o").exists()
 
 
-def test_unknown_law_and_bad_predict(sweep, monkeypatch, capsys):
-    _expect_user_error(["fit", str(sweep), "--law", "powr"], monkeypatch, capsys, "unknown law 'powr'", "chinchilla")
-    _expect_user_error(["fit", str(sweep), "--predict", "big"], monkeypatch, capsys, "--predict", "'big'")
-    _expect_user_error(["fit", str(sweep), "--law", "chinchilla"], monkeypatch, capsys, "takes 2 x column(s)")
+def test_unknown_law_and_bad_predict(run_cli, sweep):
+    _expect_user_error(run_cli, ["fit", str(sweep), "--law", "powr"], "unknown law 'powr'", "chinchilla")
+    _expect_user_error(run_cli, ["fit", str(sweep), "--predict", "big"], "--predict", "'big'")
+    _expect_user_error(run_cli, ["fit", str(sweep), "--law", "chinchilla"], "takes 2 x column(s)")
 
 
-def test_missing_source(tmp_path, monkeypatch, capsys):
-    _expect_user_error(["fit", str(tmp_path / "nope")], monkeypatch, capsys, "no such file or sweep folder")
-    _expect_user_error(["fit", str(tmp_path)], monkeypatch, capsys, "not a sweep folder")
+def test_missing_source(run_cli, tmp_path):
+    _expect_user_error(run_cli, ["fit", str(tmp_path / "nope")], "no such file or sweep folder")
+    _expect_user_error(run_cli, ["fit", str(tmp_path)], "not a sweep folder")
 
 
 def test_commands_module_imports_nothing_heavy():
@@ -264,13 +250,13 @@ def _shift_loss(folder: Path, method: str, scale: str, shift: float) -> None:
     ledger.with_columns(loss.alias("final_val_loss")).write_parquet(folder / "cells.parquet")
 
 
-def test_one_underdetermined_method_does_not_stop_the_report(tmp_path, monkeypatch, capsys):
+def test_one_underdetermined_method_does_not_stop_the_report(run_cli, tmp_path):
     """Three scales, and lora's loss rises at the largest: no saturating power law fits lora's points,
     but the report still comes out, says so, and uses the joint fit for lora."""
     sweep = make_sweep(tmp_path / "sweep", scales={name: SCALES[name] for name in ("xs", "s", "m")})
     _shift_loss(sweep, "lora", "m", 0.5)
     out = tmp_path / "report"
-    code, _, err = run_cli(["report", str(sweep), "--bootstrap", "50", "--out", str(out)], monkeypatch, capsys)
+    code, _, err = run_cli("report", str(sweep), "--bootstrap", "50", "--out", str(out))
     assert code == 0, err
     assert "warning: UNDERDETERMINED: final_val_loss vs total_params, lora: the points cannot pin down" in err
     markdown = (out / "report.md").read_text()
@@ -288,39 +274,37 @@ def test_one_underdetermined_method_does_not_stop_the_report(tmp_path, monkeypat
     assert failed["estimate"].to_list() == [None] and failed["note"][0].startswith("UNDERDETERMINED")
 
 
-def test_a_sweep_where_nothing_can_be_fitted_is_one_error(tmp_path, monkeypatch, capsys):
+def test_a_sweep_where_nothing_can_be_fitted_is_one_error(run_cli, tmp_path):
     sweep = make_sweep(tmp_path / "sweep", scales={name: SCALES[name] for name in ("xs", "s")})
-    _expect_user_error(["report", str(sweep), "--out", str(tmp_path / "o")], monkeypatch, capsys,
+    _expect_user_error(run_cli, ["report", str(sweep), "--out", str(tmp_path / "o")],
                        "nothing could be fitted", "fft, lora", "underdetermined (2 points for 3 parameters)",
                        "the joint fit: underdetermined (14 points for 15 parameters)")
     assert not (tmp_path / "o").exists()
 
 
-def test_a_single_group_that_cannot_be_pinned_down_is_an_error(tmp_path, monkeypatch, capsys):
+def test_a_single_group_that_cannot_be_pinned_down_is_an_error(run_cli, tmp_path):
     source = _table(tmp_path, {"n": [1e7, 1e8, 1e9], "loss": [2.6, 2.4, 2.9]})  # no decreasing law fits
-    _expect_user_error(["fit", source, "--x", "n", "--y", "loss", "--out", str(tmp_path / "o")], monkeypatch, capsys,
+    _expect_user_error(run_cli, ["fit", source, "--x", "n", "--y", "loss", "--out", str(tmp_path / "o")],
                        "cannot pin down the 3 parameters")
     assert not (tmp_path / "o").exists()
 
 
-def test_a_backtest_asked_for_on_a_single_curve_that_cannot_be_made_is_an_error(tmp_path, monkeypatch, capsys):
+def test_a_backtest_asked_for_on_a_single_curve_that_cannot_be_made_is_an_error(run_cli, tmp_path):
     source = _table(tmp_path, {"n": [1e7, 1e8, 1e9], "loss": [2.6, 2.4, 2.3]})
-    _expect_user_error(["fit", source, "--x", "n", "--y", "loss", "--holdout-largest", "--out", str(tmp_path / "o")],
-                       monkeypatch, capsys, "--holdout-largest", "underdetermined (2 points for 3 parameters)")
+    _expect_user_error(run_cli, ["fit", source, "--x", "n", "--y", "loss", "--holdout-largest", "--out", str(tmp_path / "o")], "--holdout-largest", "underdetermined (2 points for 3 parameters)")
     # Not asked for (the report always backtests): the report comes out and says why there is no backtest.
-    code, _, err = run_cli(["report", source, "--x", "n", "--y", "loss", "--out", str(tmp_path / "r")],
-                           monkeypatch, capsys)
+    code, _, err = run_cli("report", source, "--x", "n", "--y", "loss", "--out", str(tmp_path / "r"))
     assert code == 0 and "no backtest: fitted without 1e+09" in err
     assert "Not possible: fitted without 1e+09" in (tmp_path / "r" / "report.md").read_text()
 
 
-def test_bad_values_in_one_group_are_still_an_error(tmp_path, monkeypatch, capsys):
+def test_bad_values_in_one_group_are_still_an_error(run_cli, tmp_path):
     sweep = make_sweep(tmp_path / "sweep", evals=False)
     _shift_loss(sweep, "ia3", "s", -100.0)
-    _expect_user_error(["fit", str(sweep), "--bootstrap", "0"], monkeypatch, capsys, "y must be > 0")
+    _expect_user_error(run_cli, ["fit", str(sweep), "--bootstrap", "0"], "y must be > 0")
 
 
-def test_a_score_that_does_not_track_the_loss_gets_no_two_step_prediction(sweep, tmp_path, monkeypatch, capsys):
+def test_a_score_that_does_not_track_the_loss_gets_no_two_step_prediction(run_cli, sweep, tmp_path):
     folder = tmp_path / "sweep"
     shutil.copytree(sweep, folder)
     evals = pl.read_parquet(folder / "evals.parquet")
@@ -331,7 +315,7 @@ def test_a_score_that_does_not_track_the_loss_gets_no_two_step_prediction(sweep,
                               pl.Series("value", noise), pl.lit('{"options_per_item": 2}').alias("settings"))
     pl.concat([evals, flat]).write_parquet(folder / "evals.parquet")
     out = tmp_path / "report"
-    code, _, err = run_cli(["report", str(folder), "--bootstrap", "50", "--out", str(out)], monkeypatch, capsys)
+    code, _, err = run_cli("report", str(folder), "--bootstrap", "50", "--out", str(out))
     assert code == 0, err
     markdown = (out / "report.md").read_text()
     assert "| defect-detection-ll / accuracy | likelihood (chance 0.50) |" in markdown

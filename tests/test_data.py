@@ -24,6 +24,7 @@ from sweeper.errors import UserError
 from sweeper.micro.corpus import collect_corpus
 from sweeper.micro.ladder import MICRO, TokenizerConfig
 from sweeper.micro.tokenizer import as_transformers, train_tokenizer
+from sweeper.paths import cache_dir
 from sweeper.space import DataConfig
 
 EXAMPLES = [
@@ -42,9 +43,8 @@ def tokenizer():
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SWEEPER_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+def cache() -> Path:
+    return cache_dir()  # conftest gives every test its own
 
 
 def test_octopack_format_and_packing(tokenizer):

@@ -23,11 +23,6 @@ def sandbox():
         yield box
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SWEEPER_CACHE", str(tmp_path / "cache"))
-
-
 class ScriptedLM:
     """A test double: answers each prompt with a scripted completion (no model)."""
 
@@ -109,9 +104,12 @@ def test_bad_data_file_is_a_user_error(tmp_path):
         load_humanevalpack(tmp_path / "absent.jsonl")
 
 
-def test_hub_unreachable_is_a_user_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+def test_hub_unreachable_is_a_user_error(monkeypatch, tmp_path):
+    import datasets
+
+    # datasets reads the HF_* variables once, at import: set its config, as if they had been set then.
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
     with pytest.raises(UserError, match="--data"):
         load_humanevalpack(None)
 

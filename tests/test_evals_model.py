@@ -70,8 +70,7 @@ def test_sampling_gives_n_samples_and_is_seeded(tiny):
     assert [len(samples) for samples in first] == [3, 3] and first == again
 
 
-def test_evaluate_model_every_task(tiny, sandbox, tmp_path, monkeypatch):
-    monkeypatch.setenv("SWEEPER_CACHE", str(tmp_path / "cache"))
+def test_evaluate_model_every_task(tiny, sandbox, tmp_path):
     tasks = [name for name in TASKS.names() if name != "humanevalfix" or PACK.is_file()]
     rows = evaluate_model(
         tiny, tasks, n_samples=2, temperature=0.8, limit=2, batch_size=4, out_dir=tmp_path / "out",
