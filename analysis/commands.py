@@ -57,12 +57,13 @@ def fit(
 
     Writes results.parquet / results.csv / results.json and the figures to --out.
     """
-    from analysis.tables import results_table, to_json
+    from analysis.tables import to_json
 
     options = _options(x, y, by, law, link, predict, size, holdout_largest, bootstrap, drop_invalid, define, where, seed)
-    analysis, folder, written = _run(source, options, out, quiet=json_, backtest=holdout_largest, with_report=False)
+    analysis, table, folder, written = _run(source, options, out, quiet=json_, backtest=holdout_largest,
+                                            with_report=False)
     if json_:
-        typer.echo(json.dumps(to_json(analysis, results_table(analysis)), default=str))
+        typer.echo(json.dumps(to_json(analysis, table), default=str))
         return
     _print_summary(analysis)
     typer.echo(f"wrote {', '.join(p.name for p in written)} to {folder}")
@@ -86,12 +87,12 @@ def report(
     json_: JsonOption = False,
 ) -> None:
     """Write report.md and report.html (figures embedded, backtest included) for a sweep or a table."""
-    from analysis.tables import results_table, to_json
+    from analysis.tables import to_json
 
     options = _options(x, y, by, law, link, predict, size, False, bootstrap, drop_invalid, define, where, seed)
-    analysis, folder, written = _run(source, options, out, quiet=json_, backtest=True, with_report=True)
+    analysis, table, folder, written = _run(source, options, out, quiet=json_, backtest=True, with_report=True)
     if json_:
-        typer.echo(json.dumps({**to_json(analysis, results_table(analysis)),
+        typer.echo(json.dumps({**to_json(analysis, table),
                                "written": [str(p) for p in written]}, default=str))
         return
     for warning in analysis.warnings:
@@ -111,7 +112,8 @@ def _options(x, y, by, law, link, predict, size, holdout_largest, bootstrap, dro
 
 
 def _run(source: str, options, out: str | None, quiet: bool, backtest: bool, with_report: bool):
-    """Analyse, then write tables, figures (and the report) into the output folder."""
+    """Analyse, then write tables, figures (and the report) into the output folder; returns the analysis,
+    its results table, the folder and the files written."""
     from analysis.pipeline import analyze, progress
     from analysis.plots import write_figures
     from analysis.report import write_report
@@ -124,12 +126,13 @@ def _run(source: str, options, out: str | None, quiet: bool, backtest: bool, wit
         analysis = analyze(loaded, options, backtest=backtest, step=step)
         step("writing figures")
         folder.mkdir(parents=True, exist_ok=True)
-        written = write_tables(analysis, results_table(analysis), folder)
+        table = results_table(analysis)
+        written = write_tables(analysis, table, folder)
         figures = write_figures(analysis, folder)
         written += figures
         if with_report:
             written = write_report(analysis, figures, folder) + written
-    return analysis, folder, written
+    return analysis, table, folder, written
 
 
 def _split(text: str | None) -> tuple[str, ...] | None:

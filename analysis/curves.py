@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis import bootstrap
-from analysis.fitting import Fit, FitData, fit, minimum_points
+from analysis.fitting import Fit, FitData, fit, minimum_points, too_few_points
 from analysis.laws import Law
 
 INDEPENDENT = "independent"
@@ -120,17 +120,16 @@ def _curve(kind: str, group: str, law: Law, data: FitData, rows: np.ndarray, cou
         return Failure(kind=kind, group=group, status=status, reason=f"{what}: {reason}", n_points=len(data.y),
                        n_params=n_params)
 
-    if len(data.y) < n_params:
-        groups = f" with {len(data.group_names)} groups" if len(data.group_names) > 1 else ""
-        return failure(UNDERDETERMINED, f"{len(data.y)} points, but the {law.name} law ({law.formula}){groups} has "
-                                        f"{n_params} parameters and needs at least {n_params} points")
+    reason = too_few_points(law, data)
+    if reason:
+        return failure(UNDERDETERMINED, reason)
     result = fit(law, data, what)
     if not result.converged:
         return failure(NOT_CONVERGED, f"the {law.name} fit did not converge (best of {result.starts} starts); "
                                       "try another --law, or check the data for outliers")
     if not result.identifiable:
         distinct = len(np.unique(data.X, axis=0))
-        return failure(UNDERDETERMINED, f"the points cannot pin down the {law.n_params} parameters of the {law.name} "
+        return failure(UNDERDETERMINED, f"the points cannot pin down the {n_params} parameters of the {law.name} "
                                         f"law ({distinct} distinct x values); use a law with fewer parameters or "
                                         "add scales")
     boot = None

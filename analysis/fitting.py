@@ -119,15 +119,21 @@ def minimum_points(law: Law, n_groups: int) -> int:
     return len(law.exponents) + n_groups * len(law.coefficients)
 
 
+def too_few_points(law: Law, data: FitData) -> str | None:
+    """Why the law has more parameters than `data` has points, or None when it has enough."""
+    minimum = minimum_points(law, len(data.group_names))
+    if len(data.y) >= minimum:
+        return None
+    groups = f" with {len(data.group_names)} groups" if len(data.group_names) > 1 else ""
+    return (f"{len(data.y)} points, but the {law.name} law ({law.formula}){groups} has {minimum} parameters and "
+            f"needs at least {minimum} points")
+
+
 def check_points(law: Law, data: FitData, what: str) -> None:
     """Refuse data the law cannot be fitted to, naming the minimum or the bad values."""
-    minimum = minimum_points(law, len(data.group_names))
-    if len(data.y) < minimum:
-        groups = f" with {len(data.group_names)} groups" if len(data.group_names) > 1 else ""
-        raise UserError(
-            f"{what}: {len(data.y)} points, but the {law.name} law ({law.formula}){groups} has {minimum} "
-            f"parameters and needs at least {minimum} points"
-        )
+    reason = too_few_points(law, data)
+    if reason:
+        raise UserError(f"{what}: {reason}")
     if law.positive_inputs and (data.X <= 0).any():
         column, value = _first_bad(data.X <= 0, data.X)
         raise UserError(

@@ -74,11 +74,6 @@ class Problem:
         raw = np.log(coefficients) if self.law.positive_coefficients else coefficients
         return np.concatenate([exponents, raw.reshape(len(raw), -1)], axis=1)
 
-    def predict(self, theta: np.ndarray) -> np.ndarray:
-        """The law's value at every point (B, n)."""
-        phi, _ = self.law.basis(theta[:, : self.n_exponents], self.X)
-        return (phi * self.coefficients(theta)[:, self.groups, :]).sum(axis=2)
-
     def evaluate(self, theta: np.ndarray, natural: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Residuals (B, n) and their Jacobian (B, n, P) in theta (or, with `natural`, in the natural
         coefficients c instead of u = log c: used to judge identifiability, which must not depend on

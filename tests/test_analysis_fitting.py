@@ -171,3 +171,14 @@ def test_a_fit_that_cannot_converge_is_reported_as_such(monkeypatch):
 
 def test_reference_data_is_where_the_tests_expect_it():
     assert Path(CHINCHILLA).is_file() and Path(GADRE).is_file()
+
+
+def test_a_joint_fit_that_cannot_be_pinned_down_counts_all_its_parameters():
+    from analysis.curves import _curve
+
+    # 3 groups sharing the exponent: 1 + 3 x 2 = 7 parameters; no decreasing power law fits any group.
+    X = np.array([1e7, 1e8, 1e9] * 3)[:, None]
+    y = np.array([2.6, 2.4, 2.9, 2.7, 2.5, 3.0, 2.8, 2.6, 3.1])
+    data = FitData(X=X, y=y, groups=np.repeat(np.arange(3), 3), group_names=("a", "b", "c"))
+    failure = _curve(JOINT, "all", LAWS.get("power"), data, np.arange(9), np.zeros((0, 9), dtype=int), "joint")
+    assert failure.n_params == 7 and "cannot pin down the 7 parameters" in failure.reason
