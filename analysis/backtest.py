@@ -59,9 +59,10 @@ class Backtest:
 
 def run_backtest(
     law: Law, data: FitData, levels: np.ndarray, level_names: list[str], n_resamples: int,
-    rng: np.random.Generator, step: Callable[[str], None] = lambda _: None,
+    rng: np.random.Generator, confidence: float, step: Callable[[str], None] = lambda _: None,
 ) -> Backtest:
-    """Hold out every point at the largest level (scale), fit the rest, predict the held-out points."""
+    """Hold out every point at the largest level (scale), fit the rest, predict the held-out points with
+    `confidence` bootstrap intervals."""
     largest = int(levels.max())
     train_mask = levels < largest
     train = data.subset(train_mask)
@@ -76,11 +77,10 @@ def run_backtest(
             if curve is None:
                 continue
             x = data.X[row : row + 1]
-            samples = bootstrap.prediction_samples(curve.fit, curve.boot, group, x) if curve.boot else np.empty((0, 1))
-            lower, upper = bootstrap.interval(samples[:, 0])
+            lower, upper = bootstrap.prediction_interval(curve.fit, curve.boot, group, x, confidence)
             points.append(HeldOut(
                 kind=curve.kind, group=group, X=data.X[row], observed=float(data.y[row]),
-                predicted=float(curve.fit.predict(x, group)[0]), lower=float(lower), upper=float(upper),
+                predicted=float(curve.fit.predict(x, group)[0]), lower=float(lower[0]), upper=float(upper[0]),
             ))
     note = "" if points else (f"fitted without {level_names[largest]}, "
                               + (describe_failures(curves) or "no group has a smaller scale"))

@@ -85,6 +85,15 @@ def parameter_samples(fit: Fit, boot: Bootstrap, group: str) -> dict[str, np.nda
     return samples
 
 
+def prediction_interval(fit: Fit, boot: Bootstrap | None, group: str, X: np.ndarray,
+                        level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval (m,) of one group's law at X (m, d) over the refits; NaN without refits."""
+    if boot is None:
+        nan = np.full(len(np.asarray(X).reshape(-1, len(fit.law.inputs))), np.nan)
+        return nan, nan
+    return interval(prediction_samples(fit, boot, group, X), level)
+
+
 def prediction_samples(fit: Fit, boot: Bootstrap, group: str, X: np.ndarray) -> np.ndarray:
     """The law of one group at X (m, d) for every refit: (used, m)."""
     if len(boot.thetas) == 0:

@@ -175,7 +175,7 @@ def fit_link(law: Law, task: str, metric: str, loss: np.ndarray, score: np.ndarr
                 fit=link_fit, boot=boot, note=note, predictions=[], scored_by=scored_by, chance=chance)
 
 
-def chain(link: Link, curve: Curve, group: str, label: str, X: np.ndarray) -> ScorePrediction:
+def chain(link: Link, curve: Curve, group: str, label: str, X: np.ndarray, level: float) -> ScorePrediction:
     """Score at scale X for `group`: the curve's loss at X through the link, resample by resample."""
     assert link.fit is not None
     X = np.asarray(X, dtype=float).reshape(1, -1)
@@ -190,7 +190,7 @@ def chain(link: Link, curve: Curve, group: str, label: str, X: np.ndarray) -> Sc
         losses = bootstrap.prediction_samples(curve.fit, curve.boot, group, X)[loss_rows, 0]
         scores = _paired_predictions(link.fit, link.boot.thetas[link_rows], losses)
         resamples = len(scores)
-        low, high = bootstrap.interval(scores)
+        low, high = bootstrap.interval(scores, level)
         lower, upper = float(low), float(high)
     return ScorePrediction(group=group, label=label, X=X[0], loss=loss, score=score, lower=lower, upper=upper,
                            resamples=resamples, extrapolated=not link.loss.min() <= loss <= link.loss.max())

@@ -164,7 +164,7 @@ def analyze(source: Source, options: Options, backtest: bool = False,
         except UserError as err:  # an optional view: its failure is reported, not fatal
             warnings.append(f"no fit against {SWEEP_ALTERNATIVE_X}: {err}")
     ranking = downstream.ranking_stability(data.y, groups, levels, level_names) if by else []
-    links = _links(source, frame, main, link_law, counts, step) if source.is_sweep else []
+    links = _links(source, frame, main, link_law, counts, options.level, step) if source.is_sweep else []
     analysis = Analysis(
         source=source, options=options, by=by, size=size, frame=frame, levels=levels, level_names=level_names,
         main=main, alternative=alternative, ranking=ranking, links=links, link_law=link_law,
@@ -195,15 +195,14 @@ def _study(law: Law, x: tuple[str, ...], y: str, data: FitData, counts: np.ndarr
     for curve in curves.all():
         for group in curve.fit.group_names:
             for label, X in points.get(group, []):
-                samples = bootstrap.prediction_samples(curve.fit, curve.boot, group, X) if curve.boot else None
-                low, high = bootstrap.interval(samples[:, 0], options.level) if samples is not None else (np.nan, np.nan)
+                low, high = bootstrap.prediction_interval(curve.fit, curve.boot, group, X, options.level)
                 predictions.append(Prediction(
                     kind=curve.kind, group=group, label=label, X=X[0], estimate=float(curve.fit.predict(X, group)[0]),
-                    lower=float(low), upper=float(high),
+                    lower=float(low[0]), upper=float(high[0]),
                 ))
     backtest = None
     if do_backtest:
-        backtest = run_backtest(law, data, levels, level_names, options.bootstrap, rng, step)
+        backtest = run_backtest(law, data, levels, level_names, options.bootstrap, rng, options.level, step)
     return Study(x=x, y=y, law=law, data=data, curves=curves, comparison=comparison, preferred=chosen,
                  predictions=predictions, backtest=backtest)
 
@@ -246,7 +245,7 @@ def _prediction_points(data: FitData, law: Law, predict: tuple[tuple[float, ...]
     return points
 
 
-def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, counts: np.ndarray,
+def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, counts: np.ndarray, level: float,
            step: Callable[[str], None]) -> list[downstream.Link]:
     """Loss -> score link per task and metric, and the two-step predictions through the links whose
     score tracks the loss (`downstream.Link.tracks_loss`)."""
@@ -276,7 +275,7 @@ def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, coun
                 if prediction.kind == main.preferred:
                     curve = main.curves.curve(prediction.kind, prediction.group)
                     link.predictions.append(
-                        downstream.chain(link, curve, prediction.group, prediction.label, prediction.X)
+                        downstream.chain(link, curve, prediction.group, prediction.label, prediction.X, level)
                     )
         links.append(link)
     return links

@@ -101,8 +101,7 @@ def _curve_panel(axis, study: Study, group: str, x: np.ndarray, y: np.ndarray, l
         color, line = styles[curve.kind]
         axis.plot(grid, curve.fit.predict(grid[:, None], group), line, color=color, label=f"{curve.kind} fit")
         if curve.kind == study.preferred and curve.boot is not None:
-            low, high = bootstrap.interval(bootstrap.prediction_samples(curve.fit, curve.boot, group, grid[:, None]),
-                                           level)
+            low, high = bootstrap.prediction_interval(curve.fit, curve.boot, group, grid[:, None], level)
             axis.fill_between(grid, low, high, color=color, alpha=0.2, linewidth=0)
     for p in predictions:
         if p.kind == study.preferred and np.isfinite(p.lower):
@@ -160,8 +159,7 @@ def _link_figure(Figure, link: Link, analysis: Analysis):
                        GRID_POINTS)
     axis.plot(grid, link.fit.predict(grid[:, None], "all"), "k-", label=f"{link.fit.law.name} link")
     if link.boot is not None:
-        low, high = bootstrap.interval(bootstrap.prediction_samples(link.fit, link.boot, "all", grid[:, None]),
-                                       analysis.options.level)
+        low, high = bootstrap.prediction_interval(link.fit, link.boot, "all", grid[:, None], analysis.options.level)
         axis.fill_between(grid, low, high, color="k", alpha=0.15, linewidth=0)
     if link.chance is not None:
         axis.axhline(link.chance, color="0.4", linestyle=":", linewidth=1, label="chance")
