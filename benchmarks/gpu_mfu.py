@@ -28,7 +28,7 @@ from sweeper import provenance
 from sweeper.engines import make_engine
 from sweeper.methods import apply_method
 from sweeper.models import count_parameters, get_ladder
-from sweeper.plan import ACCELERATORS
+from sweeper.plan import ACCELERATORS, trial_flops
 from sweeper.space import Recipe, expand, load_space
 
 PEAK_BY_CARD = {"H100": ACCELERATORS["H100-80GB"].peak_tflops, "H200": ACCELERATORS["H100-80GB"].peak_tflops,
@@ -42,7 +42,7 @@ def build_model(arch, method: str, device: torch.device) -> tuple[torch.nn.Modul
     with device:
         model = GPTBigCodeForCausalLM(arch.hf_config())
     cell = next(cell for cell in expand(load_space("astraios")) if cell.method == method and cell.scale == "1b")
-    if method != "fft" and device.type == "cuda":
+    if cell.frozen_base and device.type == "cuda":
         model.to(torch.bfloat16)
     model = apply_method(model, method, cell.method_config)
     for param in model.parameters():
@@ -110,8 +110,7 @@ def trainer_seconds(model, recipe: Recipe, ids: torch.Tensor, steps: int, warmup
 
 
 def model_flops_per_token(arch, total: int, trainable: int, seq_len: int) -> float:
-    linear = 6 * total if trainable == total else 4 * total + 2 * trainable
-    return linear + 12 * arch.n_layer * arch.n_embd * seq_len
+    return trial_flops(total, trainable, train_tokens=1, eval_tokens=0) + 12 * arch.n_layer * arch.n_embd * seq_len
 
 
 def main() -> None:
