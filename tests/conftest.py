@@ -1,3 +1,4 @@
+import shutil
 import sys
 from pathlib import Path
 
@@ -9,14 +10,33 @@ def smoke_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("smoke-cache")
 
 
+@pytest.fixture(scope="session")
+def plan_memo(tmp_path_factory) -> Path:
+    """The on-disk memos of the astraios plan (resolved method configs, parameter counts), made once per
+    session: counting 28 cells on the meta device takes ~2 s, which every planning test would pay again."""
+    from sweeper.plan import make_plan
+    from sweeper.space import load_space
+
+    folder = tmp_path_factory.mktemp("plan-memo")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SWEEPER_CACHE", str(folder))
+        make_plan(load_space("astraios"))
+    return folder
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(request, tmp_path_factory, monkeypatch):
     """Every test gets its own sweeper cache, except tests on the micro-smoke ladder, which share the
-    session's (so that the ladder is pretrained once per test session)."""
+    session's (so that the ladder is pretrained once per test session). Tests that use `plan_memo` get
+    a copy of its memo files in theirs."""
     if "smoke_ladder" in request.fixturenames:
         monkeypatch.setenv("SWEEPER_CACHE", str(request.getfixturevalue("smoke_cache")))
-    else:
-        monkeypatch.setenv("SWEEPER_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return
+    cache = tmp_path_factory.mktemp("cache")
+    if "plan_memo" in request.fixturenames:
+        for memo in request.getfixturevalue("plan_memo").glob("*.json"):
+            shutil.copy(memo, cache / memo.name)
+    monkeypatch.setenv("SWEEPER_CACHE", str(cache))
 
 
 @pytest.fixture(scope="session")

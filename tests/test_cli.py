@@ -2,6 +2,8 @@ import pytest
 
 from sweeper.paths import PROJECT_ROOT
 
+pytestmark = pytest.mark.usefixtures("plan_memo")  # the astraios plan counted once per session
+
 
 def test_help_lists_every_command(run_cli):
     code, out, _ = run_cli("--help")

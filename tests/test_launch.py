@@ -8,6 +8,8 @@ from sweeper.ledger import Ledger
 from sweeper.plan import make_plan
 from sweeper.space import load_space
 
+pytestmark = pytest.mark.usefixtures("plan_memo")  # the astraios plan counted once per session
+
 
 def astraios_plan(*sets: str):
     return make_plan(load_space("astraios", list(sets)))

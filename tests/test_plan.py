@@ -6,6 +6,8 @@ from sweeper.errors import UserError
 from sweeper.plan import check_budget, estimate_cell, evaluations, make_plan, trial_flops
 from sweeper.space import expand, load_space
 
+pytestmark = pytest.mark.usefixtures("plan_memo")  # the astraios plan counted once per session
+
 
 def test_flops_formula_by_hand():
     # fft: 6 N T for training; eval 2 N T_eval.  N = 1e9, T = 1e6, T_eval = 1e4.
