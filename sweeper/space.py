@@ -253,15 +253,24 @@ def apply_set(raw: dict[str, Any], assignment: str) -> dict[str, Any]:
     parts = key.strip().split(".")
     _check_path(parts, assignment)
     updated = json.loads(json.dumps(raw))
-    node = updated
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[parts[-1]] = parse_value(text)
+    _set_path(updated, parts, parse_value(text))
     return updated
+
+
+def _set_path(tree: dict[str, Any], parts: list[str], value: Any, refuse: str | None = None) -> None:
+    """tree[parts[0]]...[parts[-1]] = value, in place. Sections missing on the way are created, or, with
+    `refuse`, a `UserError` with that message, as is then a missing last key (except in method_config,
+    whose fields the method validates)."""
+    node = tree
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            if refuse:
+                raise UserError(refuse)
+            node[part] = {}
+        node = node[part]
+    if refuse and parts[-1] not in node and parts[0] != "method_config":
+        raise UserError(refuse)
+    node[parts[-1]] = value
 
 
 def _check_path(parts: list[str], assignment: str) -> None:
@@ -356,15 +365,7 @@ def expand(space: Space) -> list[Cell]:
 def _apply_override(raw: dict[str, Any], assignments: dict[str, Any], source: str, memo: Any) -> dict[str, Any]:
     updated = json.loads(json.dumps(raw))
     for key, value in assignments.items():
-        parts = key.split(".")
-        node = updated
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise UserError(f"{source}: set: {key!r} is not a field of a cell")
-            node = node[part]
-        if parts[-1] not in node and parts[0] != "method_config":
-            raise UserError(f"{source}: set: {key!r} is not a field of a cell")
-        node[parts[-1]] = value
+        _set_path(updated, key.split("."), value, refuse=f"{source}: set: {key!r} is not a field of a cell")
     if "method_config" in {key.split(".")[0] for key in assignments}:
         updated["method_config"] = resolve_method(updated["method"], updated["method_config"], source, memo)
     return updated
