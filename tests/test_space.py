@@ -43,6 +43,19 @@ def test_astraios_overrides_shard_the_large_full_fine_tunes():
     assert cells["lora", "15b"].recipe.zero_stage == 0
 
 
+@pytest.mark.parametrize("key", ["recipe.nope", "recipe.lr.x", "nope.lr"])
+def test_an_override_of_a_field_cells_do_not_have_is_refused(write_space, key):
+    path = write_space(MINIMAL + f"overrides:\n  - scales: [3b]\n    set: {{{key}: 1}}\n")
+    with pytest.raises(UserError, match=f"tiny: overrides\\[0\\]: set: '{key}' is not a field of a cell"):
+        expand(load_space(str(path)))
+
+
+def test_an_override_reaches_only_its_cells_and_may_set_method_fields(write_space):
+    path = write_space(MINIMAL + "overrides:\n  - scales: [3b]\n    methods: [lora]\n    set: {method_config.r: 8}\n")
+    cells = {(c.method, c.scale): c for c in expand(load_space(str(path)))}
+    assert cells["lora", "3b"].method_config["r"] == 8 and cells["lora", "1b"].method_config["r"] == 4
+
+
 def test_cell_id_is_stable_and_changes_with_any_science_field(write_space):
     path = write_space(MINIMAL)
     first = {(c.method, c.scale): c.id for c in expand(load_space(str(path)))}
