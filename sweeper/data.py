@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sweeper import provenance
 from sweeper.errors import UserError, first_line
-from sweeper.micro.cache import CorruptEntry, build_lock, commit_entry, digest, load_entry
+from sweeper.micro.cache import build_lock, commit_entry, digest, load_intact
 from sweeper.micro.corpus import collect_corpus, hash_fraction, python_files
 from sweeper.paths import cache_dir
 from sweeper.registry import Registry
@@ -100,10 +100,7 @@ def prepare_data(config: DataConfig, tokenizer: PreTrainedTokenizerBase, *, seed
     }
     entry = cache_dir() / "data" / f"{config.source}-{digest(inputs)[:16]}"
     with build_lock(entry):
-        try:
-            meta = load_entry(entry)
-        except CorruptEntry:
-            meta = None
+        meta = load_intact(entry)
         if meta is None:
             meta = commit_entry(entry, lambda tmp: _build(config, source, tokenizer, seed, inputs, tmp))
     return _read(entry, meta)

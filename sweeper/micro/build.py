@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from sweeper import provenance
-from sweeper.micro.cache import CorruptEntry, build_lock, commit_entry, digest, load_entry
+from sweeper.micro.cache import build_lock, commit_entry, digest, load_entry, load_intact
 from sweeper.micro.corpus import Corpus, collect_corpus
 from sweeper.micro.ladder import MicroLadder
 from sweeper.models import LoadedModel
@@ -178,10 +178,7 @@ def load_scale(ladder: MicroLadder, scale: str, *, dtype: torch.dtype | None = N
     from sweeper.micro.pretrain import quiet_transformers
 
     path = plan_ladder(ladder).scale_dirs[scale]
-    try:
-        meta = load_entry(path)
-    except CorruptEntry:
-        meta = None  # build_ladder reports it and rebuilds
+    meta = load_intact(path)  # a damaged entry is reported and rebuilt by build_ladder
     if meta is None:
         meta = build_ladder(ladder, [scale], workers=1)[scale]
     with quiet_transformers():
@@ -192,11 +189,8 @@ def load_scale(ladder: MicroLadder, scale: str, *, dtype: torch.dtype | None = N
 
 def _intact(path: Path, console: Console) -> dict[str, Any] | None:
     """An entry's metadata, or None if it is absent or damaged (reported, then rebuilt by the caller)."""
-    try:
-        return load_entry(path)
-    except CorruptEntry as err:
-        console.print(f"[yellow]cache entry {path.name} is damaged ({err}); rebuilding it[/yellow]")
-        return None
+    return load_intact(path, lambda err: console.print(
+        f"[yellow]cache entry {path.name} is damaged ({err}); rebuilding it[/yellow]"))
 
 
 def _job(name: str, inputs: dict[str, Any], plan: LadderPlan, force: bool) -> PretrainJob:

@@ -60,6 +60,16 @@ def load_entry(path: Path) -> dict[str, Any] | None:
     return meta
 
 
+def load_intact(path: Path, on_corrupt: Callable[[CorruptEntry], None] | None = None) -> dict[str, Any] | None:
+    """`load_entry`, with a damaged entry taken as missing (the caller rebuilds it; `on_corrupt` may say so)."""
+    try:
+        return load_entry(path)
+    except CorruptEntry as err:
+        if on_corrupt is not None:
+            on_corrupt(err)
+        return None
+
+
 def commit_entry(path: Path, fill: Callable[[Path], dict[str, Any]], *, replace: bool = False) -> dict[str, Any]:
     """Build the entry at `path`: `fill(tmp_dir)` writes its files and returns its metadata; the
     sha256 of every file is added under `files`, then the directory is renamed into place. An

@@ -23,7 +23,7 @@ from transformers.utils import logging as hf_logging
 
 from sweeper import provenance
 from sweeper.engines import parameter_groups
-from sweeper.micro.cache import CorruptEntry, build_lock, commit_entry, load_entry
+from sweeper.micro.cache import build_lock, commit_entry, load_intact
 from sweeper.micro.ladder import PretrainRecipe
 from sweeper.micro.tokenizer import as_transformers, load_tokenizer
 from sweeper.models import Arch, count_parameters
@@ -69,10 +69,7 @@ def run_job(job: PretrainJob, progress: ProgressSink) -> dict[str, Any]:
     entry = Path(job.entry_dir)
     with build_lock(entry):
         if not job.force:
-            try:
-                meta = load_entry(entry)
-            except CorruptEntry:  # rebuilt below (the caller has reported it)
-                meta = None
+            meta = load_intact(entry)  # a damaged one is rebuilt below (the caller has reported it)
             if meta is not None:
                 return meta
         return commit_entry(entry, lambda tmp: _pretrain(job, tmp, progress), replace=job.force)
