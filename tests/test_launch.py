@@ -62,3 +62,25 @@ def test_what_is_left_to_run(tmp_path):
     assert [s.key for s in todo] == [failing.key, slots[2].key] and given_up == []
     todo, given_up = pending_slots(slots, ledger.rows(), max_retries=1)
     assert [s.key for s in todo] == [slots[2].key] and [s.key for s in given_up] == [failing.key]
+
+
+def test_status_shows_running_rates_and_trials_that_only_failed(tmp_path, capsys):
+    from sweeper.launch import write_manifest
+    from sweeper.status import collect, print_status
+
+    plan = astraios_plan()
+    ledger = Ledger(tmp_path)
+    write_manifest(ledger, plan, "astraios")
+    running, failed = trial_slots(plan.cells)[:2]
+    ledger.update_live(running.key, {"trial_id": running.key, "step": 50, "tokens": 50 * running.cell.tokens_per_step,
+                                     "val_loss": 1.5, "best_val_loss": 1.5, "tokens_per_s": 2048.0})
+    ledger.record({"cell_id": failed.cell.id, "trial_id": failed.key, "attempt": 0, "status": "failed",
+                   "finished_at": "2026-01-01T00:00:00+00:00"}, [])
+    summary = collect(tmp_path)
+    trials = {t["trial_id"]: t for t in summary["trials"]}
+    assert trials[running.key]["status"] == "running" and trials[running.key]["tokens_per_s"] == 2048.0
+    assert trials[failed.key]["status"] == "failed"
+    print_status(summary)
+    row = next(line for line in capsys.readouterr().out.splitlines() if running.cell.id in line)
+    eta = (running.cell.train_tokens - 50 * running.cell.tokens_per_step) / 2048.0  # seconds
+    assert "2.05e+03" in row and f"{int(eta) // 60}m{int(eta) % 60:02d}s" in row  # tok/s and ETA
