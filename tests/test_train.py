@@ -18,6 +18,20 @@ class Killed(Exception):
     pass
 
 
+def kill_at_then_rerun(trial: Trial, step: int):
+    """Run the trial until it reports `step`, kill it there, run it again: (steps it then reported, outcome)."""
+
+    def die(report):
+        if report["step"] == step:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_trial(trial, report=die)
+    steps_seen = []
+    outcome = run_trial(trial, report=lambda r: steps_seen.append(r["step"]))
+    return steps_seen, outcome
+
+
 def test_reports_every_evaluation_and_loss_goes_down(smoke_ladder):
     cell = cell_of("fft", "s", "recipe.lr=3e-3")
     reports = []
@@ -35,15 +49,8 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(smoke_ladder, tmp_pa
     cell = cell_of("lora", "s")
     uninterrupted = run_trial(Trial(cell=cell, trial_key="a", lr=cell.recipe.lr, store=str(tmp_path / "a")))
 
-    def die_after_first_checkpoint(report):
-        if report["step"] == 10:
-            raise Killed
-
     trial = Trial(cell=cell, trial_key="b", lr=cell.recipe.lr, store=str(tmp_path / "b"))
-    with pytest.raises(Killed):
-        run_trial(trial, report=die_after_first_checkpoint)
-    steps_seen = []
-    resumed = run_trial(trial, report=lambda r: steps_seen.append(r["step"]))
+    steps_seen, resumed = kill_at_then_rerun(trial, step=10)  # the first checkpoint
     assert steps_seen == [20]  # steps 0-10 came from the checkpoint
     assert [p["step"] for p in resumed.curve] == [0, 10, 20]
     assert resumed.final_val_loss == pytest.approx(uninterrupted.final_val_loss, rel=1e-6)
@@ -52,15 +59,8 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(smoke_ladder, tmp_pa
 def test_a_kill_before_the_first_checkpoint_restarts_with_one_step_0(smoke_ladder, tmp_path):
     cell = cell_of("lora", "xs")
 
-    def die_after_step_0(report):
-        if report["step"] == 0:
-            raise Killed
-
     trial = Trial(cell=cell, trial_key="c", lr=cell.recipe.lr, store=str(tmp_path / "c"))
-    with pytest.raises(Killed):
-        run_trial(trial, report=die_after_step_0)
-    steps_seen = []
-    restarted = run_trial(trial, report=lambda r: steps_seen.append(r["step"]))
+    steps_seen, restarted = kill_at_then_rerun(trial, step=0)
     assert steps_seen == [0, 10, 20]
     assert [p["step"] for p in restarted.curve] == [0, 10, 20]  # step 0 once: nothing to resume from
 
