@@ -2,7 +2,10 @@
 
 A sweep folder holds `cells.parquet` (one row per trial), and optionally `evals.parquet` (downstream
 scores) and `manifest.json`. A cell's result is its best `done` trial (lowest final validation loss);
-the other trials were the learning-rate search and are not points of the scaling curve.
+the other trials were the learning-rate search and are not points of the scaling curve. A cell run
+with replicates (`seeds: K`) has one result per seed, each the best of that seed's own search: the
+points of one cell then differ only by run-to-run noise, which the fit needs to see (`cell_id` and
+`seed` tell them apart). A ledger without a `seed` column gives one point per cell.
 """
 
 import difflib
@@ -23,7 +26,7 @@ MANIFEST = "manifest.json"
 class Source:
     path: Path
     is_sweep: bool
-    table: pl.DataFrame  # one row per point (a sweep: one row per cell, its best done trial)
+    table: pl.DataFrame  # one row per point (a sweep: one row per cell and seed, its best done trial)
     evals: pl.DataFrame | None  # a sweep's downstream scores, one row per cell x task x metric
     manifest: dict
     trials: int  # rows read (a sweep: trials of every status)
@@ -72,11 +75,12 @@ def _load_sweep(folder: Path) -> Source:
     if done.height == 0:
         counts = ", ".join(f"{status} {n}" for status, n in statuses.items())
         raise UserError(f"{folder / LEDGER}: no trial finished (`done`) with a validation loss; trials: {counts}")
-    # Best done trial per cell (lowest loss, ties broken by trial id), cells kept in ledger order.
+    # Best done trial per cell and seed (lowest loss, ties broken by trial id), in ledger order.
+    point = ["cell_id", "seed"] if "seed" in done.columns else ["cell_id"]
     cells = (
         done.with_row_index("ledger_row")
         .sort(["final_val_loss", "trial_id"], nulls_last=True)
-        .group_by("cell_id", maintain_order=True)
+        .group_by(point, maintain_order=True)
         .first()
         .sort("ledger_row")
         .drop("ledger_row")

@@ -128,9 +128,11 @@ def write_manifest(ledger: Ledger, plan: Plan, space_source: str) -> None:
 
 
 def trial_slots(cells: list[Cell]) -> list[Any]:
+    """Every trial of the grid: per cell, `seeds` replicates x `search.trials` search trials."""
     from sweeper.tune import TrialSlot
 
-    return [TrialSlot(cell, index) for cell in cells for index in range(cell.search.trials)]
+    return [TrialSlot(cell, index, replicate) for cell in cells for replicate in range(cell.seeds)
+            for index in range(cell.search.trials)]
 
 
 def pending_slots(slots: list[Any], rows: list[dict[str, Any]], max_retries: int) -> tuple[list[Any], list[Any]]:
@@ -153,8 +155,7 @@ def views(slots: list[Any], rows: list[dict[str, Any]]) -> list[TrialView]:
     for slot in slots:
         cell = slot.cell
         view = TrialView(trial_id=slot.key, cell_id=cell.id, method=cell.method, scale=cell.scale,
-                         steps_total=cell.recipe.steps,
-                         tokens_total=cell.train_tokens)
+                         steps_total=cell.recipe.steps, tokens_total=cell.train_tokens, seed=slot.seed)
         row = finished.get(slot.key)
         if row:
             view.status, view.step, view.tokens = row["status"], row["steps"] or 0, row["tokens"] or 0

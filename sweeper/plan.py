@@ -6,8 +6,8 @@ parameter per token forward; backward = activation gradients (2 N, through the f
 N counts every parameter once (GPTBigCode ties the embedding and the output head, and the head's
 matmul is 2 x vocab x width FLOPs per token, so the embedding belongs in N).
 
-A cell with several search trials costs at most `trials` times one trial (ASHA may stop some early),
-so the plan is an upper bound.
+A cell runs `seeds` replicates of `search.trials` search trials each, and costs at most that many
+times one trial (ASHA may stop some early), so the plan is an upper bound.
 """
 
 import json
@@ -45,7 +45,8 @@ class CellEstimate:
     scale: str
     total_params: int
     trainable_params: int
-    trials: int
+    trials: int  # all trials of the cell: seeds x search trials
+    seeds: int  # replicates of the cell
     train_tokens: int  # per trial
     eval_tokens: int  # per trial
     flops: float  # all trials
@@ -64,6 +65,10 @@ class Plan:
     utilization: float
     usd_per_hour: float
     gpu_memory_gib: float | None
+
+    @property
+    def total_trials(self) -> int:
+        return sum(e.trials for e in self.estimates)
 
     @property
     def total_flops(self) -> float:
@@ -105,11 +110,12 @@ def estimate_cell(cell: Cell, trainable: int, total: int, peak_tflops: float, ut
     recipe, data = cell.recipe, cell.data
     train_tokens = cell.train_tokens
     eval_tokens = evaluations(recipe.steps, recipe.eval_every) * data.max_val_sequences * data.seq_len
-    flops = cell.search.trials * trial_flops(total, trainable, train_tokens, eval_tokens)
+    trials = cell.seeds * cell.search.trials
+    flops = trials * trial_flops(total, trainable, train_tokens, eval_tokens)
     device_hours = flops / (peak_tflops * 1e12 * utilization * 3600)
     return CellEstimate(
         cell_id=cell.id, method=cell.method, scale=cell.scale, total_params=total, trainable_params=trainable,
-        trials=cell.search.trials, train_tokens=train_tokens, eval_tokens=eval_tokens, flops=flops,
+        trials=trials, seeds=cell.seeds, train_tokens=train_tokens, eval_tokens=eval_tokens, flops=flops,
         device_hours=device_hours, usd=device_hours * usd_per_hour,
     )
 
@@ -205,6 +211,7 @@ def to_json(plan: Plan) -> str:
             "cells": [asdict(e) for e in plan.estimates],
             "totals": {
                 "cells": len(plan.estimates),
+                "trials": plan.total_trials,
                 "flops": plan.total_flops,
                 "device_hours": plan.total_device_hours,
                 "usd": plan.total_usd,
@@ -228,25 +235,28 @@ def print_plan(plan: Plan) -> None:
     from sweeper.console import console as make_console
 
     space = plan.space
+    replicated = any(e.seeds > 1 for e in plan.estimates)  # the seeds column only when it says something
     table = Table(title=f"plan: space {space.name!r}, ladder {space.ladder!r}, {len(plan.cells)} cells")
-    for column in ("cell", "method", "scale", "params", "trainable", "%", "trials", "tokens", "FLOPs",
-                   "device-h", "$", "GiB/GPU", "GPUs"):
+    for column in ("cell", "method", "scale", "params", "trainable", "%", *(("seeds",) if replicated else ()),
+                   "trials", "tokens", "FLOPs", "device-h", "$", "GiB/GPU", "GPUs"):
         table.add_column(column, justify="left" if column in ("cell", "method", "scale") else "right")
     for e in plan.estimates:
         gpus = "-" if e.memory_gib is None else ("none fit" if e.gpus_needed is None else str(e.gpus_needed))
         table.add_row(
             e.cell_id, e.method, e.scale, human(e.total_params), human(e.trainable_params),
-            f"{100 * e.trainable_params / e.total_params:.3g}", str(e.trials), human(e.train_tokens),
-            human(e.flops), f"{e.device_hours:.3g}", f"{e.usd:,.2f}",
+            f"{100 * e.trainable_params / e.total_params:.3g}", *((str(e.seeds),) if replicated else ()),
+            str(e.trials), human(e.train_tokens), human(e.flops), f"{e.device_hours:.3g}", f"{e.usd:,.2f}",
             "-" if e.memory_gib is None else f"{e.memory_gib:.1f}", gpus,
         )
     table.add_section()
-    table.add_row("total", "", "", "", "", "", "", "", human(plan.total_flops),
+    table.add_row("total", "", "", "", "", "", *(("",) if replicated else ()),
+                  str(plan.total_trials), "", human(plan.total_flops),
                   f"{plan.total_device_hours:.3g}", f"{plan.total_usd:,.2f}", "", "")
     console = make_console()
     console.print(table)
     console.print(
-        f"FLOPs = (4 N + 2 N_trainable) T + 2 N T_eval per trial; {space.cost.accelerator}: "
+        ("trials = seeds x search trials. " if replicated else "")
+        + f"FLOPs = (4 N + 2 N_trainable) T + 2 N T_eval per trial; {space.cost.accelerator}: "
         f"{plan.peak_tflops:g} TFLOP/s peak x {plan.utilization:g} utilisation, ${plan.usd_per_hour:g}/device-hour."
         + (f" Budget: ${space.budget_usd:,.2f}." if space.budget_usd is not None else "")
     )

@@ -34,6 +34,7 @@ class TrialView:
     best_val_loss: float = math.nan
     tokens_per_s: float = math.nan
     tokens_total: int = 0
+    seed: int = 0  # the replicate's seed
     extra: dict[str, Any] = field(default_factory=dict)
 
     def eta_seconds(self) -> float:
@@ -59,7 +60,7 @@ def render_table(views: list[TrialView], title: str) -> Table:
         table.add_column(name, justify="left" if name in ("cell", "method", "scale", "trial", "status") else "right")
     for v in views:
         table.add_row(
-            v.cell_id, v.method, v.scale, v.trial_id.rsplit("-", 1)[-1],
+            v.cell_id, v.method, v.scale, v.trial_id.removeprefix(f"{v.cell_id}-"),  # t<index>[-s<seed>]
             Text(v.status, style=STATUS_STYLE.get(v.status, "")), f"{v.step}/{v.steps_total}",
             _human(v.tokens), _fmt(v.val_loss), _fmt(v.best_val_loss), _fmt(v.tokens_per_s, 3),
             _duration(v.eta_seconds()),

@@ -7,7 +7,9 @@ for full fine-tuning of the largest scales); `--set key.path=value` changes any 
 
 A cell's id is a hash of everything that decides what it trains and measures (ladder, scale, method
 and its resolved settings, data, recipe, search, early stopping). Resources are left out on purpose:
-running the same cell on more or fewer workers must not make a finished result look new.
+running the same cell on more or fewer workers must not make a finished result look new. So is
+`seeds`, the number of replicates (runs of the cell with seeds recipe.seed, recipe.seed + 1, ...):
+asking for more replicates adds runs to the same cell and keeps the ones already done.
 """
 
 import hashlib
@@ -18,6 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
@@ -32,6 +35,16 @@ from sweeper.errors import UserError
 from sweeper.paths import PROJECT_ROOT
 
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+def _not_a_bool(value: Any) -> Any:
+    # Lax validation reads `true` as 1: `seeds: true` is a mistake, not one replicate.
+    if isinstance(value, bool):
+        raise ValueError("expected a positive whole number of replicates")
+    return value
+
+
+Seeds = Annotated[PositiveInt, BeforeValidator(_not_a_bool)]
 
 
 class DataConfig(Frozen):
@@ -147,6 +160,7 @@ class Space(Frozen):
     search: Search = Search()
     early_stopping: EarlyStopping = EarlyStopping()
     resources: Resources = Resources()
+    seeds: Seeds = 1  # replicates of every cell, run with seeds recipe.seed, recipe.seed + 1, ...
     cost: Cost = Cost()
     budget_usd: NonNegativeFloat | None = None  # launch refuses a grid estimated above this
     max_retries: NonNegativeInt = 2  # a failed trial is retried this many times across runs
@@ -181,10 +195,12 @@ class Cell(Frozen):
     search: Search
     early_stopping: EarlyStopping
     resources: Resources
+    seeds: Seeds = 1
 
     @property
     def id(self) -> str:
-        science = self.model_dump(mode="json", exclude={"space", "resources"})
+        # Not `seeds`: each replicate records its own seed, and more replicates must not orphan the done ones.
+        science = self.model_dump(mode="json", exclude={"space", "resources", "seeds"})
         digest = hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()
         return digest[:12]
 
@@ -337,7 +353,8 @@ def expand(space: Space) -> list[Cell]:
     from sweeper.memo import DiskMemo
 
     memo = DiskMemo("method_configs")
-    shared = space.model_dump(mode="json", include={"data", "recipe", "search", "early_stopping", "resources"})
+    cell_fields = {"data", "recipe", "search", "early_stopping", "resources", "seeds"}
+    shared = space.model_dump(mode="json", include=cell_fields)
     cells = []
     for method, settings in space.methods.items():
         method_config = resolve_method(method, settings, f"{space.name}: methods.{method}", memo)

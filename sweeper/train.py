@@ -42,12 +42,19 @@ DONE, DIVERGED = "done", "diverged"
 
 @dataclass(frozen=True)
 class Trial:
-    """A cell plus what differs between its search trials. `trial_key` is stable across reruns."""
+    """A cell plus what differs between its search trials and replicates. `trial_key` is stable across reruns."""
 
     cell: Cell
     trial_key: str
     lr: float
     store: str | None = None  # checkpoint store URI; None keeps no checkpoints
+    replicate: int = 0  # which of the cell's `seeds` runs this is
+
+    @property
+    def seed(self) -> int:
+        """What seeds this run (init, data order): replicates differ by it; cell.recipe.seed stays the
+        cell's, as it is part of the cell id."""
+        return self.cell.recipe.seed + self.replicate
 
 
 @dataclass
@@ -118,7 +125,7 @@ def run_trial(trial: Trial, report: Report | None = None) -> TrialOutcome:
     device = pick_device()
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(cell.resources.cpus_per_worker)))
-    seed_everything(recipe.seed)
+    seed_everything(trial.seed)
 
     loaded = load_base(cell, device)
     model = apply_method(loaded.model, cell.method, cell.method_config)
@@ -129,11 +136,11 @@ def run_trial(trial: Trial, report: Report | None = None) -> TrialOutcome:
             param.data = param.data.float()
     model.to(device)
     trainable, total = count_parameters(model)
-    data = prepare_data(cell.data, loaded.tokenizer, seed=recipe.seed)
+    data = prepare_data(cell.data, loaded.tokenizer, seed=trial.seed)
     per_rank = recipe.global_batch // world
     engine = make_engine(model, recipe, trial.lr, device, world)
 
-    schedule = StepSchedule(len(data.train_ids), recipe.global_batch, recipe.seed)
+    schedule = StepSchedule(len(data.train_ids), recipe.global_batch, trial.seed)
     store = CheckpointStore(trial.store) if trial.store else None
     state = {"step": 0, "curve": [], "initial_val_loss": math.nan, "best_val_loss": math.inf, "elapsed_s": 0.0,
              "resumed_at": []}
@@ -294,7 +301,7 @@ def save_final(store: CheckpointStore, trial: Trial, engine: Any, model_source: 
             path = Path(scratch)
             save_file({k: v.contiguous() for k, v in weights.items()}, str(path / "trainable.safetensors"))
             meta = {"cell": trial.cell.model_dump(mode="json"), "cell_id": trial.cell.id, "lr": trial.lr,
-                    "model_source": model_source}
+                    "seed": trial.seed, "model_source": model_source}
             (path / "meta.json").write_text(json.dumps(meta, indent=2))
             uri = store.save_final(trial.trial_key, path)
     _barrier()

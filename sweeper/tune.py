@@ -2,11 +2,16 @@
 
 One Tuner runs every pending trial of the grid:
 - `CellTrialSearcher` hands out trials cell by cell; a cell with a search range draws its lr from
-  its own Optuna study (one study per cell, persisted in the sweep folder), which is how per-cell
-  search coexists with a grid (Optuna cannot be combined with `grid_search`).
-- `PerCellASHA` runs one ASHA per cell, so early stopping only ever compares trials of the same
-  (method, scale) cell: one method never stops another, and every cell keeps a trial that runs to
-  the end (ASHA always lets the best trial at a rung continue).
+  its own Optuna study (one study per cell replicate, persisted in the sweep folder), which is how
+  per-cell search coexists with a grid (Optuna cannot be combined with `grid_search`).
+- `PerCellASHA` runs one ASHA per cell replicate, so early stopping only ever compares trials of the
+  same (method, scale) cell and seed: one method never stops another, and every replicate of every
+  cell keeps a trial that runs to the end (ASHA always lets the best trial at a rung continue).
+- A replicate (`seeds: K` in the space) repeats the whole procedure of a cell (lr search, early
+  stopping, training) with the seed recipe.seed + r, so the spread of the replicates' best losses is
+  the run-to-run noise of a cell's result. Sharing one study or one ASHA across replicates would not
+  give that: the study would pick later replicates' lrs from earlier ones' results, and one ASHA
+  keeps only the cell's best few trials, so whole replicates could end with no finished trial.
 - A trial whose cell has a single CPU worker runs the training loop directly in the Tune trial
   actor, with actors reused between trials (torch & co. stay imported). Other cells (several
   workers, GPUs, DeepSpeed) run a Ray Train `TorchTrainer` from the trial. Measured here: a
@@ -45,13 +50,28 @@ RUNNING = "running"
 
 @dataclass(frozen=True)
 class TrialSlot:
+    """Search trial `index` of replicate `replicate` (0 .. cell.seeds - 1) of a cell."""
+
     cell: Cell
     index: int
+    replicate: int = 0
+
+    @property
+    def seed(self) -> int:
+        return self.cell.recipe.seed + self.replicate
+
+    @property
+    def search_id(self) -> str:
+        """The trials that search the lr together (one Optuna study, one ASHA): one replicate's. Replicate 0
+        keeps the cell id, the study's name before replicates existed, so older sweeps resume their study."""
+        return self.cell.id if self.replicate == 0 else f"{self.cell.id}-s{self.seed}"
 
     @property
     def key(self) -> str:
-        """Stable across reruns: the checkpoint folder and ledger records are found by it."""
-        return f"{self.cell.id}-t{self.index}"
+        """Stable across reruns: the checkpoint folder and ledger records are found by it. Replicate 0 keeps
+        the key of a cell without replicates, so older sweep folders still resume."""
+        trial = f"{self.cell.id}-t{self.index}"
+        return trial if self.replicate == 0 else f"{trial}-s{self.seed}"
 
 
 def runs_direct(cell: Cell) -> bool:
@@ -149,7 +169,7 @@ def alive_nodes() -> int:
 
 
 class CellTrialSearcher(Searcher):
-    """Hands out the pending trials in order; per-cell lr from that cell's Optuna study."""
+    """Hands out the pending trials in order; per-cell lr from the Optuna study of that cell replicate."""
 
     def __init__(self, slots: list[TrialSlot], common: dict[str, Any], journal: Path,
                  scheduler: PerCellASHA):
@@ -167,24 +187,25 @@ class CellTrialSearcher(Searcher):
         slot = self.queue.pop(0)
         lr = slot.cell.recipe.lr
         if slot.cell.search.lr is not None:
-            study = self._study(slot.cell)
+            study = self._study(slot)
             number, lr = self._trial_for(study, slot)
             self.asked[trial_id] = (study, number)
         return {**self.common, "cell": slot.cell.model_dump(mode="json"), "cell_id": slot.cell.id,
-                "trial_key": slot.key, "lr": lr, "direct": runs_direct(slot.cell)}
+                "search_id": slot.search_id, "replicate": slot.replicate, "trial_key": slot.key, "lr": lr,
+                "direct": runs_direct(slot.cell)}
 
-    def _study(self, cell: Cell) -> Any:
-        if cell.id not in self.studies:
+    def _study(self, slot: TrialSlot) -> Any:
+        if slot.search_id not in self.studies:
             import optuna
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(self.journal)))
-            seed = cell.recipe.seed
-            sampler = (optuna.samplers.TPESampler(seed=seed) if cell.search.sampler == "tpe"
-                       else optuna.samplers.RandomSampler(seed=seed))
-            self.studies[cell.id] = optuna.create_study(storage=storage, study_name=cell.id, sampler=sampler,
-                                                        direction="minimize", load_if_exists=True)
-        return self.studies[cell.id]
+            sampler = (optuna.samplers.TPESampler(seed=slot.seed) if slot.cell.search.sampler == "tpe"
+                       else optuna.samplers.RandomSampler(seed=slot.seed))
+            self.studies[slot.search_id] = optuna.create_study(
+                storage=storage, study_name=slot.search_id, sampler=sampler, direction="minimize",
+                load_if_exists=True)
+        return self.studies[slot.search_id]
 
     @staticmethod
     def _trial_for(study: Any, slot: TrialSlot) -> tuple[int, float]:
@@ -217,7 +238,7 @@ class CellTrialSearcher(Searcher):
 
 
 class PerCellASHA(FIFOScheduler):
-    """One ASHA per cell (time = optimizer step reported by the worker, never training_iteration)."""
+    """One ASHA per cell replicate (time = optimizer step reported by the worker, never training_iteration)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -225,16 +246,16 @@ class PerCellASHA(FIFOScheduler):
         self.stopped: set[str] = set()
 
     def _asha(self, trial: Any) -> AsyncHyperBandScheduler | None:
-        cell_id = trial.config["cell_id"]
-        if cell_id not in self.per_cell:
+        search_id = trial.config["search_id"]
+        if search_id not in self.per_cell:
             cell = Cell.model_validate(trial.config["cell"])
             stop = cell.early_stopping
-            self.per_cell[cell_id] = (
+            self.per_cell[search_id] = (
                 AsyncHyperBandScheduler(time_attr="step", metric="val_loss", mode="min", max_t=cell.recipe.steps,
                                         grace_period=stop.grace_steps, reduction_factor=stop.reduction_factor)
                 if stop.asha and cell.search.trials > 1 else None
             )
-        return self.per_cell[cell_id]
+        return self.per_cell[search_id]
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         asha = self._asha(trial)
@@ -268,7 +289,7 @@ def _trial_from(config: dict[str, Any]):
     from sweeper.train import Trial
 
     return Trial(cell=Cell.model_validate(config["cell"]), trial_key=config["trial_key"], lr=config["lr"],
-                 store=config["store"])
+                 replicate=config["replicate"], store=config["store"])
 
 
 def _with_nodes(report: Any, nodes: list[str]) -> Any:
@@ -381,7 +402,8 @@ class LedgerCallback(tune.Callback):
 
     def _record(self, trial: Any, status: str, result: dict[str, Any], error: str | None = None) -> None:
         key = trial.config["trial_key"]
-        cell = self.slots[key].cell
+        slot = self.slots[key]
+        cell = slot.cell
         wall = result.get("elapsed_s") or (time.time() - self.started.get(trial.trial_id, time.time()))
         r = cell.resources
         devices = r.workers * (r.gpus_per_worker or r.cpus_per_worker)
@@ -398,7 +420,7 @@ class LedgerCallback(tune.Callback):
             "device_hours": wall * devices / 3600, "checkpoint": result.get("final_checkpoint"), "error": error,
             "resumed_at": json.dumps(result.get("resumed_at") or []),
             "model_source": result.get("model_source"), "dataset_fingerprint": result.get("dataset_fingerprint"),
-            "seed": cell.recipe.seed, "git_sha": provenance["git_sha"], "git_dirty": provenance["git_dirty"],
+            "seed": slot.seed, "git_sha": provenance["git_sha"], "git_dirty": provenance["git_dirty"],
             "versions": json.dumps(provenance["versions"], sort_keys=True),
             "hardware": result.get("hardware") or json.dumps(provenance["hardware"], sort_keys=True),
             "started_at": _iso(self.started.get(trial.trial_id)), "finished_at": _iso(time.time()),

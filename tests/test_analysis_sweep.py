@@ -325,3 +325,29 @@ def test_a_score_that_does_not_track_the_loss_gets_no_two_step_prediction(run_cl
     assert set(rows.filter(pl.col("section") == "downstream")["name"]) == {"humanevalsynthesize-python/pass@1"}
     correlation = rows.filter((pl.col("section") == "correlation") & (pl.col("name") == "defect-detection-ll/accuracy"))
     assert correlation["p_value"][0] >= 0.05 and "does not track the loss" in correlation["note"][0]
+
+
+def test_a_sweep_with_replicates_gives_one_point_per_cell_and_seed(tmp_path):
+    from analysis.sources import load_source
+
+    # (cell, trial id, seed, status, final val loss): per seed, the best done lr trial is the point.
+    trials = [
+        ("a", "a-t0", 0, "done", 1.0), ("a", "a-t1", 0, "done", 1.5),
+        ("a", "a-t0-s1", 1, "done", 1.3), ("a", "a-t1-s1", 1, "done", 1.2),
+        ("a", "a-t0-s2", 2, "diverged", 0.5), ("a", "a-t1-s2", 2, "done", 1.1),
+        ("b", "b-t0", 0, "done", 2.0), ("b", "b-t1", 0, "done", 1.9),
+    ]
+    ledger = pl.DataFrame(
+        [{"cell_id": c, "trial_id": t, "seed": seed, "status": status, "final_val_loss": loss, "lr": 1e-3}
+         for c, t, seed, status, loss in trials])
+    (tmp_path / "replicated").mkdir()
+    ledger.write_parquet(tmp_path / "replicated" / "cells.parquet")
+    points = load_source(tmp_path / "replicated").table
+    assert set(points.columns) == set(ledger.columns) and points.height == 4
+    assert points.select("cell_id", "seed", "trial_id").rows() == [
+        ("a", 0, "a-t0"), ("a", 1, "a-t1-s1"), ("a", 2, "a-t1-s2"), ("b", 0, "b-t1")]
+
+    (tmp_path / "old").mkdir()  # a ledger without seeds: the best done trial per cell, as before replicates
+    ledger.drop("seed").write_parquet(tmp_path / "old" / "cells.parquet")
+    old = load_source(tmp_path / "old").table
+    assert old.select("cell_id", "trial_id").rows() == [("a", "a-t0"), ("b", "b-t1")]

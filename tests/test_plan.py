@@ -71,3 +71,25 @@ def test_plan_json_is_machine_readable(run_cli):
     assert {"cell_id", "method", "scale", "total_params", "trainable_params", "flops", "device_hours", "usd"} <= set(
         data["cells"][0]
     )
+
+
+def test_replicates_multiply_a_cells_trials_and_cost(run_cli):
+    one, three = make_plan(load_space("astraios")), make_plan(load_space("astraios", ["seeds=3"]))
+    assert [e.cell_id for e in three.estimates] == [e.cell_id for e in one.estimates]
+    for single, replicated in zip(one.estimates, three.estimates, strict=True):
+        assert (single.seeds, single.trials, replicated.seeds, replicated.trials) == (1, 1, 3, 3)
+        assert replicated.train_tokens == single.train_tokens  # per trial
+        assert replicated.flops == pytest.approx(3 * single.flops)
+        assert replicated.device_hours == pytest.approx(3 * single.device_hours)
+        assert replicated.usd == pytest.approx(3 * single.usd)
+    assert (three.total_trials, three.total_usd) == (84, pytest.approx(3 * one.total_usd))
+
+    code, out, _ = run_cli("plan", "--space", "astraios", "--set", "seeds=3", "--set", "search.trials=2",
+                           "--set", "search.lr={low: 1.0e-4, high: 1.0e-2}", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["totals"]["trials"] == 28 * 6
+    assert {(c["seeds"], c["trials"]) for c in data["cells"]} == {(3, 6)}
+    for sets, shown in ((["--set", "seeds=3"], True), ([], False)):  # the column only when a cell has replicates
+        _, out, _ = run_cli("plan", "--space", "astraios", *sets)
+        header = next(line for line in out.splitlines() if "method" in line and "FLOPs" in line)
+        assert ("seeds" in header) is shown

@@ -152,3 +152,29 @@ def test_apply_set_does_not_mutate_its_input():
     raw = {"recipe": {"lr": 1.0}}
     apply_set(raw, "recipe.lr=2")
     assert raw == {"recipe": {"lr": 1.0}}
+
+
+def test_cell_id_ignores_the_number_of_seeds(write_space):
+    path = write_space(MINIMAL)
+    one = {(c.method, c.scale): c for c in expand(load_space(str(path)))}
+    three = {(c.method, c.scale): c for c in expand(load_space(str(path), ["seeds=3"]))}
+    assert {key: c.seeds for key, c in one.items()} == dict.fromkeys(one, 1)
+    assert {key: c.seeds for key, c in three.items()} == dict.fromkeys(one, 3)
+    assert {key: c.id for key, c in three.items()} == {key: c.id for key, c in one.items()}
+
+
+def test_an_override_sets_the_seeds_of_its_cells_only(write_space):
+    path = write_space(MINIMAL + "overrides:\n  - methods: [lora]\n    scales: [3b]\n    set: {seeds: 3}\n")
+    cells = {(c.method, c.scale): c.seeds for c in expand(load_space(str(path)))}
+    assert cells == {("fft", "1b"): 1, ("fft", "3b"): 1, ("lora", "1b"): 1, ("lora", "3b"): 3}
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "2.5", "x", "true"])
+def test_bad_seeds_are_one_clear_line_naming_the_field(write_space, value):
+    top = write_space(f"seeds: {value}\n" + MINIMAL, "top.yaml")
+    override = write_space(MINIMAL + f"overrides:\n  - methods: [lora]\n    set: {{seeds: {value}}}\n", "override.yaml")
+    for path, where in ((top, "top.yaml: seeds: "), (override, "tiny: cell lora/1b: seeds: ")):
+        with pytest.raises(UserError) as caught:
+            expand(load_space(str(path)))
+        message = str(caught.value)
+        assert where in message and f"(got {parse_value(value)!r})" in message and "\n" not in message

@@ -101,6 +101,36 @@ def test_per_cell_search_with_asha_keeps_a_finished_trial_per_cell(run_cli, smok
     assert (out / "optuna.journal").is_file()
 
 
+@pytest.mark.timeout(240)
+def test_more_seeds_add_replicates_to_a_finished_cell(run_cli, smoke_space, tmp_path):
+    from sweeper.tune import start_ray, stop_ray
+
+    out = tmp_path / "replicates"
+    grid = ("launch", "grid", "--space", str(smoke_space), "--out", str(out), "--methods", "lora", "--scales", "xs",
+            "--no-evaluate", "--no-report")
+    started = start_ray(None)  # one Ray for both launches (a launch leaves up a Ray it did not start): ~20 s saved
+    try:
+        code, _, stderr = run_cli(*grid)
+        assert code == 0, stderr
+        [first] = (out / "records").iterdir()
+        recorded = first.read_text()
+        code, _, stderr = run_cli(*grid, "--set", "seeds=3")  # same cell id: the done replicate is kept
+        assert code == 0, stderr
+    finally:
+        if started:
+            stop_ray()
+    assert first.read_text() == recorded
+    table = cells(out).sort("seed")
+    cell_id = table["cell_id"][0]
+    assert table["trial_id"].to_list() == [f"{cell_id}-t0", f"{cell_id}-t0-s1", f"{cell_id}-t0-s2"]
+    assert table["seed"].to_list() == [0, 1, 2] and set(table["status"]) == {"done"}
+    assert table["final_val_loss"].n_unique() == 3  # the seeds trained differently
+    code, stdout, _ = run_cli("status", "--out", str(out), "--json")
+    [replicates] = json.loads(stdout)["replicates"]
+    assert replicates["seeds_done"] == 3 and replicates["mean_val_loss"] == pytest.approx(
+        table["final_val_loss"].mean()) and replicates["sd_val_loss"] == pytest.approx(table["final_val_loss"].std())
+
+
 def test_a_killed_trial_worker_resumes_from_its_checkpoint(run_cli, smoke_space, tmp_path):
     out = tmp_path / "kill-worker"
     killed = {}

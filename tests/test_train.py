@@ -72,11 +72,23 @@ def test_divergence_stops_the_trial(smoke_ladder):
     assert outcome.steps < 20
 
 
+def test_a_replicate_trains_with_its_own_seed_and_the_cell_keeps_its_own(smoke_ladder):
+    steps = ("recipe.steps=10", "recipe.eval_every=5")
+    cell, reseeded = cell_of("lora", "xs", *steps), cell_of("lora", "xs", *steps, "recipe.seed=1")
+    first = run_trial(Trial(cell=cell, trial_key="r0", lr=cell.recipe.lr))
+    second = run_trial(Trial(cell=cell, trial_key="r1", lr=cell.recipe.lr, replicate=1))
+    # replicate 1 is the run a cell with seed 1 makes: init and data order follow the replicate's seed
+    alike = run_trial(Trial(cell=reseeded, trial_key="s1", lr=cell.recipe.lr))
+    assert second.final_val_loss != pytest.approx(first.final_val_loss, rel=1e-6)
+    assert second.final_val_loss == pytest.approx(alike.final_val_loss, rel=1e-6)
+    assert second.dataset_fingerprint == alike.dataset_fingerprint != first.dataset_fingerprint
+
+
 def test_tuned_model_reloads_with_its_trained_weights(smoke_ladder, tmp_path):
     cell = cell_of("adapterh", "xs")
     outcome = run_trial(Trial(cell=cell, trial_key="t", lr=1e-2, store=str(tmp_path)))
     loaded, meta = load_tuned_model(outcome.final_checkpoint)
-    assert meta["cell_id"] == cell.id
+    assert meta["cell_id"] == cell.id and meta["seed"] == cell.recipe.seed
     ids = torch.arange(1, 33).unsqueeze(0)
     with torch.no_grad():
         tuned = loaded.model(input_ids=ids, labels=ids).loss
