@@ -14,8 +14,9 @@ XOption = Annotated[str | None, typer.Option(
 YOption = Annotated[str | None, typer.Option("--y", help="y column (sweep default: final_val_loss).")]
 ByOption = Annotated[str | None, typer.Option("--by", help="One curve per value of this column (sweep default: method).")]
 LawOption = Annotated[str | None, typer.Option(
-    "--law", help="power | chinchilla | multiplicative | loglog | sigmoid | exponential "
-                  "(default: power for one x, chinchilla for two).")]
+    "--law", help="power | curved | loglog | chinchilla | multiplicative | sigmoid | exponential. Default: the "
+                  "forecast averages power, loglog and curved (one x) or fits chinchilla (two x); with --law it "
+                  "uses that law alone.")]
 LinkOption = Annotated[str, typer.Option("--link", help="Loss -> downstream score link for a sweep's evals.")]
 PredictOption = Annotated[str | None, typer.Option(
     "--predict", help="Extrapolate to these x: 3.4e10,7e10 (two-input laws: N:D,N:D). "
@@ -95,8 +96,7 @@ def report(
         typer.echo(json.dumps({**to_json(analysis, table),
                                "written": [str(p) for p in written]}, default=str))
         return
-    for warning in analysis.warnings:
-        typer.echo(f"warning: {warning}", err=True)
+    _print_warnings(analysis)
     typer.echo(f"wrote {folder / 'report.md'} and {folder / 'report.html'} (+ {len(written) - 2} files)")
 
 
@@ -154,10 +154,18 @@ def _points(text: str | None) -> tuple[tuple[float, ...], ...]:
 
 def _print_summary(analysis) -> None:
     """The main study's tables (extrapolation, parameters, comparison, backtest) on the terminal."""
-    from analysis.report import print_blocks, study_blocks
+    from analysis.report import forecast_blocks, print_blocks, study_blocks
 
     main = analysis.main
+    if main.outlook is not None:
+        print_blocks(f"{analysis.source.name}: forecast of {main.y} ({len(main.data.y)} points)", forecast_blocks(analysis))
     title = f"{main.y} ~ {main.law.formula} (x = {', '.join(main.x)}; {analysis.options.level:.0%} bootstrap intervals)"
-    print_blocks(title, study_blocks(main, analysis.options.level, f"{analysis.source.name}: {len(main.data.y)} points"))
+    print_blocks(title, study_blocks(main, analysis.options.level, "Single-law fits"))
+    _print_warnings(analysis)
+
+
+def _print_warnings(analysis) -> None:
     for warning in analysis.warnings:
         typer.echo(f"warning: {warning}", err=True)
+    for note in analysis.notes:
+        typer.echo(f"note: {note}", err=True)

@@ -47,8 +47,9 @@ class FitData:
             group_names=tuple(self.group_names[g] for g in kept),
         )
 
-    def problem(self, law: Law) -> Problem:
-        return Problem(law=law, X=self.X, y=self.y, groups=self.groups, n_groups=len(self.group_names))
+    def problem(self, law: Law, least_squares: bool = False) -> Problem:
+        return Problem(law=law, X=self.X, y=self.y, groups=self.groups, n_groups=len(self.group_names),
+                       least_squares=least_squares)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,33 @@ class Fit:
         return {name: floor / max(float(largest[j]), 1e-300) for j, name in enumerate(self.law.coefficients)}
 
 
+def exponents_at_bounds(law: Law, theta: np.ndarray) -> list[str]:
+    """The exponents of a fit that sit on one of their bounds (within rounding)."""
+    bounds = law.bounds()
+    q = len(law.exponents)
+    tol = 1e-9 * np.maximum(1.0, np.abs(bounds))
+    at = (np.abs(theta[:q] - bounds[:, 0]) <= tol[:, 0]) | (np.abs(theta[:q] - bounds[:, 1]) <= tol[:, 1])
+    return [name for name, hit in zip(law.exponents, at, strict=True) if hit]
+
+
+def degenerate(problem: Problem, theta: np.ndarray) -> bool:
+    """Whether a fit reduced its law to a simpler one that the points cannot tell apart from it: an
+    exponent on a positive lower bound (the stand-in for an excluded 0, where a power term is a
+    constant beside E), or an exponent that moves no prediction by AT_BOUND_RTOL (its term's
+    coefficient went to 0, so any value of it fits as well)."""
+    law, q = problem.law, problem.n_exponents
+    if q == 0:
+        return False
+    lower = law.bounds()[:, 0]
+    if ((lower > 0) & (theta[:q] <= lower * (1 + 1e-9))).any():
+        return True
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        _, jac = problem.evaluate(theta[None, :], natural=True)
+    scale = 1.0 if law.log_residuals else max(float(np.abs(problem.y).max()), 1e-300)
+    effect = np.nan_to_num(np.abs(jac[0, :, :q]), nan=0.0).max(axis=0) / scale
+    return bool((effect < AT_BOUND_RTOL).any())
+
+
 def params_of(problem: Problem, thetas: np.ndarray, group: int) -> list[dict[str, float]]:
     """Natural parameters of one group for each theta row."""
     q = problem.n_exponents
@@ -111,7 +139,8 @@ def predict(problem: Problem, thetas: np.ndarray, group: int, X: np.ndarray) -> 
     """The law of `group` at X (m, d) for each theta row: (B, m)."""
     X = np.asarray(X, dtype=float).reshape(-1, len(problem.law.inputs))
     q = problem.n_exponents
-    return problem.law.predict(thetas[:, :q], problem.coefficients(thetas)[:, group, :], X)
+    return problem.law.predict(thetas[:, :q], problem.coefficients(thetas)[:, group, :], X,
+                               fitted=problem.X[problem.groups == group])
 
 
 def minimum_points(law: Law, n_groups: int) -> int:
@@ -151,11 +180,12 @@ def _first_bad(mask: np.ndarray, X: np.ndarray) -> tuple[int, float]:
     return int(column), float(X[row, column])
 
 
-def fit(law: Law, data: FitData, what: str = "fit") -> Fit:
-    """Fit `law` to `data` (joint over its groups when there are several). Raises UserError for data
-    the law cannot take; a fit that does not converge is returned with converged=False."""
+def fit(law: Law, data: FitData, what: str = "fit", least_squares: bool = False) -> Fit:
+    """Fit `law` to `data` (joint over its groups when there are several) with the law's own loss, or
+    by least squares in its residual space. Raises UserError for data the law cannot take; a fit that
+    does not converge is returned with converged=False."""
     check_points(law, data, what)
-    problem = data.problem(law)
+    problem = data.problem(law, least_squares)
     starts = starting_points(problem)
     ones = np.ones(len(data.y))
     solution = minimize(problem, starts, ones)
@@ -166,7 +196,7 @@ def fit(law: Law, data: FitData, what: str = "fit") -> Fit:
     return Fit(
         law=law, problem=problem, group_names=data.group_names, theta=theta, loss=best_loss,
         converged=bool(solution.converged[best]),
-        identifiable=bool(identifiable(problem, theta[None, :], ones[None, :])[0]),
+        identifiable=bool(identifiable(problem, theta[None, :], ones[None, :])[0]) and not degenerate(problem, theta),
         starts=len(starts), agreeing_starts=agreeing,
     )
 
@@ -177,12 +207,14 @@ def starting_points(problem: Problem, count: int = STARTS) -> np.ndarray:
     law = problem.law
     grid = law.exponent_grid(problem.X)
     phi, _ = law.basis(grid, problem.X)  # (G, n, k)
-    # Relative residuals for loss laws: the linear analogue of a log-space fit.
-    scale = problem.y if law.log_residuals else np.ones_like(problem.y)
+    # Relative residuals for loss laws: the linear analogue of a log-space fit; a law linear in log
+    # space is solved on log y exactly.
+    scale = problem.y if law.log_residuals and not law.log_link else np.ones_like(problem.y)
+    targets = np.log(problem.y) if law.log_link else problem.y / scale
     coefficients = np.zeros((len(grid), problem.n_groups, problem.n_coefficients))
     for group in range(problem.n_groups):
         rows = problem.groups == group
-        target = problem.y[rows] / scale[rows]
+        target = targets[rows]
         for g in range(len(grid)):
             design = phi[g, rows] / scale[rows, None]
             if law.positive_coefficients:

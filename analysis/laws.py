@@ -40,6 +40,13 @@ class Law(ABC):
     huber_delta: ClassVar[float | None] = LOG_HUBER_DELTA  # None: least squares
     positive_coefficients: ClassVar[bool] = True  # coefficients fitted as exp(u), so never negative
     positive_inputs: ClassVar[bool] = True  # x must be > 0 (powers of x)
+    # y = exp(basis @ coefficients) instead of basis @ coefficients: a law linear in log space (the
+    # solver then fits the linear predictor directly against log y).
+    log_link: ClassVar[bool] = False
+    # Physical bounds of each exponent (lower, upper), kept by the solver. A loss falls with scale at a
+    # rate that LLM scaling work puts between ~0.03 and ~1: (0, 2] leaves room and forbids a rising
+    # "power law"; 0 itself is excluded because E + A x^0 cannot tell E from A.
+    exponent_bounds: ClassVar[tuple[tuple[float, float], ...] | None] = None  # None: unbounded
 
     @abstractmethod
     def basis(self, exponents: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,10 +64,19 @@ class Law(ABC):
     def n_params(self) -> int:
         return len(self.exponents) + len(self.coefficients)
 
-    def predict(self, exponents: np.ndarray, coefficients: np.ndarray, X: np.ndarray) -> np.ndarray:
-        """y for exponents (B, q), coefficients (B, k) at X (n, d): shape (B, n)."""
+    def predict(self, exponents: np.ndarray, coefficients: np.ndarray, X: np.ndarray,
+                fitted: np.ndarray | None = None) -> np.ndarray:
+        """y for exponents (B, q), coefficients (B, k) at X (n, d): shape (B, n). `fitted` (the inputs
+        the coefficients were fitted on) lets a law guard its extrapolation (see `CurvedLogLog`)."""
         phi, _ = self.basis(np.atleast_2d(exponents), X)
-        return np.einsum("bnk,bk->bn", phi, np.atleast_2d(coefficients))
+        linear = np.einsum("bnk,bk->bn", phi, np.atleast_2d(coefficients))
+        return np.exp(linear) if self.log_link else linear
+
+    def bounds(self) -> np.ndarray:
+        """(q, 2) lower and upper bound of every exponent."""
+        if self.exponent_bounds is None:
+            return np.tile([-np.inf, np.inf], (len(self.exponents), 1))
+        return np.array(self.exponent_bounds, dtype=float).reshape(len(self.exponents), 2)
 
 
 LAWS: Registry[Law] = Registry("law")
@@ -72,6 +88,8 @@ def _register(cls: type[Law]) -> type[Law]:
 
 # Power-law exponents seen in LLM scaling work lie between ~0.03 and ~1; the grid spans wider.
 _EXPONENT_GRID = np.geomspace(0.01, 2.0, 24)
+# A falling loss: exponent in (0, 2] (0 excluded by a hair, see `Law.exponent_bounds`).
+_FALLING = (1e-3, 2.0)
 
 
 def _power(x: np.ndarray, exponent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,6 +106,7 @@ class SaturatingPowerLaw(Law):
     inputs = ("x",)
     exponents = ("alpha",)
     coefficients = ("E", "A")
+    exponent_bounds = (_FALLING,)
 
     def basis(self, exponents, X):
         term, dterm = _power(X[:, 0], exponents[:, 0])
@@ -109,6 +128,7 @@ class ChinchillaLaw(Law):
     inputs = ("N", "D")
     exponents = ("alpha", "beta")
     coefficients = ("E", "A", "B")
+    exponent_bounds = (_FALLING, _FALLING)
 
     def basis(self, exponents, X):
         n_term, dn = _power(X[:, 0], exponents[:, 0])
@@ -135,6 +155,7 @@ class MultiplicativeFinetuningLaw(Law):
     inputs = ("X", "D")
     exponents = ("alpha", "beta")
     coefficients = ("E", "A")
+    exponent_bounds = (_FALLING, _FALLING)
 
     def basis(self, exponents, X):
         x_term, _ = _power(X[:, 0], exponents[:, 0])
@@ -162,6 +183,7 @@ class LogLogLine(Law):
     inputs = ("x",)
     exponents = ("alpha",)
     coefficients = ("A",)
+    exponent_bounds = ((-2.0, 2.0),)  # a baseline for any trend, rising ones too
 
     def basis(self, exponents, X):
         term, dterm = _power(X[:, 0], exponents[:, 0])
@@ -170,6 +192,61 @@ class LogLogLine(Law):
     def exponent_grid(self, X):
         # Also allow rising curves (negative alpha): the line is a baseline for any trend.
         return np.concatenate([-_EXPONENT_GRID[::-1], [0.0], _EXPONENT_GRID])[:, None]
+
+
+@_register
+class CurvedLogLog(Law):
+    """A power law whose log-log slope changes with scale: log y = a + b log x + c (log x)^2.
+
+    The third shape of the forecast ensemble (`analysis.forecast`): where the saturating power law can
+    only flatten and the pure power law can only go straight, this one can also steepen (a fine-tuning
+    curve that falls faster at larger scales). A parabola has no floor, so beyond the fitted inputs it is
+    guarded: it may keep decelerating up to its vertex and then stays flat, but it never accelerates
+    past the slope it had at the edge of the data (there it continues as its tangent line in log-log).
+    The extrapolation is therefore monotone and no steeper than anything the data showed."""
+
+    name = "curved"
+    formula = "log y = a + b log x + c (log x)^2"
+    inputs = ("x",)
+    exponents = ()
+    coefficients = ("a", "b", "c")
+    positive_coefficients = False
+    log_link = True
+
+    def basis(self, exponents, X):
+        u = np.log(X[:, 0])
+        phi = np.broadcast_to(np.stack([np.ones_like(u), u, u * u], axis=-1), (len(exponents), len(u), 3))
+        return phi, np.zeros((*phi.shape, 0))
+
+    def exponent_grid(self, X):
+        return np.zeros((1, 0))
+
+    def predict(self, exponents, coefficients, X, fitted=None):
+        coefficients = np.atleast_2d(coefficients)
+        u = np.log(np.asarray(X, dtype=float)[:, 0])[None, :]
+        a, b, c = (coefficients[:, j : j + 1] for j in range(3))
+        linear = a + b * u + c * u * u
+        if fitted is not None:
+            fitted_u = np.log(np.asarray(fitted, dtype=float)[:, 0])
+            high, low = fitted_u.max(), fitted_u.min()
+            linear = np.where(u > high, _guarded(a, b, c, u, high), linear)
+            # Below the data: the same rule in the mirrored variable v = -u (slope b -> -b).
+            linear = np.where(u < low, _guarded(a, -b, c, -u, -low), linear)
+        return np.exp(linear)
+
+
+def _guarded(a: np.ndarray, b: np.ndarray, c: np.ndarray, u: np.ndarray, edge: float) -> np.ndarray:
+    """a + b u + c u^2 continued beyond `edge` (u >= edge): up to its vertex and then flat where it
+    decelerates (slope at the edge and curvature of opposite sign), along its tangent where it would
+    accelerate."""
+    slope = b + 2.0 * c * edge
+    at_edge = a + b * edge + c * edge * edge
+    tangent = at_edge + slope * (u - edge)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        vertex = np.where(c != 0, -b / (2.0 * c), np.inf)
+    stop = np.minimum(u, np.maximum(vertex, edge))
+    decelerating = at_edge + slope * (stop - edge) + c * (stop - edge) ** 2
+    return np.where(slope * c < 0, decelerating, tangent)
 
 
 @_register

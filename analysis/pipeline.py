@@ -23,7 +23,20 @@ from analysis import bootstrap, downstream
 from analysis.backtest import Backtest, run_backtest
 from analysis.compare import Comparison, compare, preferred
 from analysis.curves import INDEPENDENT, JOINT, Curves, describe_failures, fit_curves
+from analysis.diagnostics import forecast_warnings
 from analysis.fitting import FitData
+from analysis.forecast import (
+    Coverage,
+    Design,
+    Forecast,
+    HeldOut,
+    Target,
+    backtest_largest,
+    candidates,
+    forecast,
+    sample,
+    simulate_coverage,
+)
 from analysis.laws import LAWS, Law
 from analysis.sources import Source, add_columns, filter_rows, require_columns, require_numeric
 from sweeper import provenance
@@ -41,6 +54,9 @@ LARGEST_ASTRAIOS_BILLIONS = 15.5
 EXTRAPOLATIONS = {"34B-equivalent": 34.0 / LARGEST_ASTRAIOS_BILLIONS, "70B-equivalent": 70.0 / LARGEST_ASTRAIOS_BILLIONS}
 # Warn when more than this share of bootstrap resamples had to be left out.
 LEFT_OUT_WARNING = 0.2
+FORECAST = "forecast"  # the kind of the model-averaged, calibrated predictions
+WIN_DRAWS = 4000  # forecast draws behind "which method wins at the target, and how sure"
+HIGHER_IS_BETTER = ("acc", "score", "pass@", "f1", "bleu", "exact_match")  # y names where more is better
 
 
 class Options(Frozen):
@@ -74,6 +90,31 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class Outlook:
+    """The headline forecast of a study (`analysis.forecast`): the model-averaged, calibrated predictive
+    intervals, how such intervals did on simulated data of this design, and the leave-largest-out
+    backtest of the whole procedure."""
+
+    design: Design
+    result: Forecast
+    coverage: Coverage | None  # None without targets
+    held_out: list[HeldOut]
+    held_out_level: str
+    held_out_note: str  # why there is no held-out backtest, when there is none
+    win: list["Win"]  # which group is best at each target label, and how sure
+
+    def inside(self) -> tuple[int, int]:
+        return sum(p.inside for p in self.held_out), len(self.held_out)
+
+
+@dataclass(frozen=True)
+class Win:
+    label: str
+    best: str  # the group with the best forecast (lowest y, or highest where higher is better)
+    probability: float  # share of joint forecast draws in which it is the best
+
+
+@dataclass(frozen=True)
 class Study:
     """The curves of y against one choice of x, with everything derived from them."""
 
@@ -84,8 +125,14 @@ class Study:
     curves: Curves
     comparison: list[Comparison]
     preferred: str  # INDEPENDENT or JOINT: the lower leave-one-out error (or the only complete one)
-    predictions: list[Prediction]
+    predictions: list[Prediction]  # the FORECAST ones first, then each single-law fit's
     backtest: Backtest | None
+    outlook: Outlook | None = None  # the headline forecast (None for the trainable-parameter view)
+
+    @property
+    def headline(self) -> str:
+        """The kind of prediction a reader should act on: FORECAST where there is one."""
+        return FORECAST if self.outlook is not None else self.preferred
 
 
 @dataclass
@@ -103,6 +150,7 @@ class Analysis:
     links: list[downstream.Link]
     link_law: Law
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # about the single-law fits' bootstrap intervals
     provenance: dict = field(default_factory=dict)
 
 
@@ -149,6 +197,9 @@ def analyze(source: Source, options: Options, backtest: bool = False,
     rng = np.random.default_rng(options.seed)
     data = FitData(X=_matrix(frame, x), y=frame[y].cast(pl.Float64).to_numpy(), groups=groups,
                    group_names=group_names)
+    if np.ptp(data.y) == 0:
+        raise UserError(f"{where}: every value of {y!r} is {data.y[0]:g}: there is no trend to fit")
+    warnings += _single_scale_groups(data, by)
     counts = bootstrap.resample_counts(data.groups, options.bootstrap, rng)
     do_backtest = (backtest or options.holdout_largest) and len(level_names) >= 2
     main = _study(law, x, y, data, counts, levels, level_names, options, rng, step, do_backtest=do_backtest,
@@ -170,7 +221,9 @@ def analyze(source: Source, options: Options, backtest: bool = False,
         main=main, alternative=alternative, ranking=ranking, links=links, link_law=link_law,
         warnings=warnings, provenance=provenance.collect(),
     )
-    analysis.warnings.extend(_fit_warnings(analysis))
+    loud, quiet = _fit_warnings(analysis)
+    analysis.warnings.extend(loud)
+    analysis.notes.extend(quiet)
     return analysis
 
 
@@ -203,8 +256,64 @@ def _study(law: Law, x: tuple[str, ...], y: str, data: FitData, counts: np.ndarr
     backtest = None
     if do_backtest:
         backtest = run_backtest(law, data, levels, level_names, options.bootstrap, rng, options.level, step)
+    outlook = None
+    if predict:
+        outlook = _outlook(data, levels, level_names, y, points, options, rng, step)
+        headline = [Prediction(kind=FORECAST, group=data.group_names[t.group], label=t.label, X=t.X,
+                               estimate=float(outlook.result.estimate[0, j]), lower=float(outlook.result.lower[0, j]),
+                               upper=float(outlook.result.upper[0, j]))
+                    for j, t in enumerate(outlook.result.targets)]
+        predictions = headline + predictions
     return Study(x=x, y=y, law=law, data=data, curves=curves, comparison=comparison, preferred=chosen,
-                 predictions=predictions, backtest=backtest)
+                 predictions=predictions, backtest=backtest, outlook=outlook)
+
+
+def _outlook(data: FitData, levels: np.ndarray, level_names: list[str], y: str,
+             points: dict[str, list[tuple[str, np.ndarray]]], options: Options, rng: np.random.Generator,
+             step: Callable[[str], None]) -> Outlook:
+    """The headline forecast: the ensemble (or the one --law) averaged and calibrated on the data's own
+    backtests, its coverage on simulated draws of this design, its leave-largest-out backtest and, per
+    target, which group is best and how sure."""
+    design = Design(X=data.X, groups=data.groups, group_names=data.group_names, levels=levels)
+    variants = candidates(options.law, data.X.shape[1], len(data.group_names))
+    targets = [Target(data.group_names.index(group), label, X[0]) for group, pairs in points.items()
+               for label, X in pairs]
+    step(f"{y}: forecast ({len(variants)} candidate fits, rolling-origin backtests)")
+    result = forecast(design, data.y, targets, variants, options.level)
+    coverage = None
+    if targets:
+        step(f"{y}: calibration check on simulated draws")
+        coverage = simulate_coverage(design, result, options.level, seed=options.seed)
+    step(f"{y}: forecast backtest without {level_names[-1]}")
+    held_out, note = backtest_largest(design, data.y, variants, options.level)
+    return Outlook(design=design, result=result, coverage=coverage, held_out=held_out,
+                   held_out_level=level_names[int(levels.max())], held_out_note=note,
+                   win=_wins(result, data.group_names, y, rng))
+
+
+def lower_is_better(y: str) -> bool:
+    """Whether a smaller y is better: a loss or an error (by name), unless the name says it is a score."""
+    return downstream.lower_is_better(y) or not any(marker in y.lower() for marker in HIGHER_IS_BETTER)
+
+
+def _wins(result: Forecast, group_names: tuple[str, ...], y: str, rng: np.random.Generator) -> list[Win]:
+    """Per target label with several groups: the group whose forecast is best in most joint draws."""
+    labels = list(dict.fromkeys(t.label for t in result.targets))
+    if len(group_names) < 2 or not labels:
+        return []
+    draws = sample(result, WIN_DRAWS, rng)
+    wins = []
+    for label in labels:
+        columns = [j for j, t in enumerate(result.targets) if t.label == label and np.isfinite(result.estimate[0, j])]
+        if len(columns) < 2:
+            continue
+        values = draws[:, columns]
+        best = np.argmin(values, axis=1) if lower_is_better(y) else np.argmax(values, axis=1)
+        counts = np.bincount(best, minlength=len(columns))
+        leader = int(np.argmax(counts))
+        wins.append(Win(label=label, best=group_names[result.targets[columns[leader]].group],
+                        probability=float(counts[leader] / len(draws))))
+    return wins
 
 
 def _check_failures(curves: Curves, what: str) -> None:
@@ -304,6 +413,16 @@ def _valid_rows(table: pl.DataFrame, columns: list[str], drop: bool, where: str)
     return kept, [f"dropped {message}"]
 
 
+def _single_scale_groups(data: FitData, by: str | None) -> list[str]:
+    """A named warning per group whose points all sit at one x: no curve goes through one scale."""
+    notes = []
+    for index, group in enumerate(data.group_names):
+        if len(np.unique(data.X[data.groups == index][:, 0])) < 2:
+            notes.append(f"SINGLE SCALE: {by or 'group'} {group!r} has points at one x only, so no scaling curve "
+                         "can be fitted to it: it is left out of every fit's forecasts")
+    return notes
+
+
 def _usable_x(frame: pl.DataFrame, name: str) -> bool:
     """Whether an optional x column (trainable parameters: null where unknown) is there, numeric and > 0."""
     if name not in frame.columns or not frame.schema[name].is_numeric():
@@ -353,12 +472,17 @@ def _matrix(frame: pl.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
     return np.column_stack([frame[name].cast(pl.Float64).to_numpy() for name in columns])
 
 
-def _fit_warnings(analysis: Analysis) -> list[str]:
-    """Loud notes: failed fits, fits with no degrees of freedom, bootstraps resting on few resamples,
-    a backtest that could not be done."""
-    notes = []
+def _fit_warnings(analysis: Analysis) -> tuple[list[str], list[str]]:
+    """(warnings, notes). Warnings, loud: what the forecast's fits get wrong or cannot pin down, failed
+    fits, fits with no degrees of freedom. Notes, about the single-law fits' bootstrap intervals only
+    (which the forecast does not use): bootstraps resting on few resamples, a backtest not possible."""
+    notes, details = [], []
     for study in filter(None, (analysis.main, analysis.alternative)):
         what = f"{study.y} vs {', '.join(study.x)}"
+        if study.outlook is not None:
+            outlook = study.outlook
+            notes += forecast_warnings(outlook.result, study.data.group_names, study.data.y, what,
+                                       outlook.held_out, outlook.held_out_level)
         joint = study.curves.joint
         use_joint = (f"; the joint fit (shared exponents, {_dof(joint.fit.dof)}) is used for it instead"
                      if joint and joint.fit.dof > 0 else "")
@@ -384,14 +508,14 @@ def _fit_warnings(analysis: Analysis) -> list[str]:
         if thin:
             shares = [len(c.boot.thetas) / c.boot.requested for _, c in thin]
             share = f"{min(shares):.0%}" + (f"-{max(shares):.0%}" if max(shares) > min(shares) else "")
-            notes.append(
+            details.append(
                 f"{what}: the intervals of {len(thin)} fit(s) ({', '.join(name for name, _ in thin)}) rest on "
                 f"{share} of the bootstrap resamples: the others drew too few distinct scales to pin down the law "
                 "(or did not converge), so those intervals are conditional on that and likely too narrow"
             )
         if study.backtest and not study.backtest.points:
-            notes.append(f"{what}: no backtest: {study.backtest.note}")
-    return notes
+            details.append(f"{what}: no backtest: {study.backtest.note}")
+    return notes, details
 
 
 def _curve_name(curve) -> str:

@@ -7,6 +7,8 @@
   chance level where known, and the two-step predictions. The view is the observed points and the
   central predictions: a band that extrapolates to -1e5 must not flatten the data into a line.
 - backtest.png: relative error of the prediction of the held-out largest scale, per group and fit.
+- forecast.png (the report's main figure): per group, the forecast median and prediction band from the
+  smallest scale out to the targets, the target forecasts and the forecast's own backtest.
 """
 
 import re
@@ -17,6 +19,7 @@ import numpy as np
 from analysis import bootstrap
 from analysis.curves import INDEPENDENT, JOINT, Curve
 from analysis.downstream import Link
+from analysis.forecast import Target, interval
 from analysis.pipeline import Analysis, Study
 from sweeper.io import atomic_write
 
@@ -29,6 +32,10 @@ def write_figures(analysis: Analysis, folder: Path) -> list[Path]:
     from matplotlib.figure import Figure  # heavy: only when drawing
 
     written = []
+    if analysis.main.outlook is not None and analysis.main.data.X.shape[1] == 1:
+        path = folder / "forecast.png"
+        _save(_forecast_figure(Figure, analysis.main, analysis.options.level), path)
+        written.append(path)
     for study in filter(None, (analysis.main, analysis.alternative)):
         path = folder / f"curves-{_slug(','.join(study.x))}.png"
         _save(_curves_figure(Figure, study, analysis.options.level), path)
@@ -86,6 +93,41 @@ def _curves_figure(Figure, study: Study, level: float):
         axis.set_title(group + (f" ({'; '.join(failed)})" if failed else ""), fontsize="medium" if not failed else "small")
     figure.suptitle(f"{study.y} vs {', '.join(study.x)}: {study.law.formula}"
                     + (f" (band: {study.preferred} fit, {level:.0%})" if not two_inputs else ""))
+    return figure
+
+
+def _forecast_figure(Figure, study: Study, level: float):
+    """The headline: per group, the forecast median and band over the data and out to the targets."""
+    data, outlook = study.data, study.outlook
+    result = outlook.result
+    figure, axes = _panels(Figure, len(data.group_names))
+    for index, (axis, group) in enumerate(zip(axes, data.group_names, strict=True)):
+        rows = data.groups == index
+        x = data.X[rows, 0]
+        mine = [j for j, t in enumerate(result.targets) if t.group == index]
+        right = max([x.max(), *(result.targets[j].X[0] for j in mine)]) * 1.15
+        grid = np.geomspace(x.min() / 1.15, right, GRID_POINTS // 3)
+        estimate, lower, upper = interval(result, [Target(index, "", np.array([v])) for v in grid], level)
+        if mine:
+            axis.axvspan(x.max(), right, color="0.92", zorder=0, label="extrapolation")
+        axis.fill_between(grid, lower[0], upper[0], color="C2", alpha=0.25, linewidth=0, label=f"{level:.0%} forecast")
+        axis.plot(grid, estimate[0], "-", color="C2", label="forecast")
+        for j in mine:
+            at = result.targets[j].X[0]
+            _interval_bars(axis, [at], [result.lower[0, j]], [result.upper[0, j]], "C2")
+            axis.plot([at], [result.estimate[0, j]], "o", color="C2", markersize=4)
+        for held in (p for p in outlook.held_out if p.group == index):
+            _interval_bars(axis, [held.X[0] * 1.04], [held.lower], [held.upper], "C1", alpha=0.8)
+            axis.plot([held.X[0] * 1.04], [held.estimate], "s", color="C1", markersize=4, markerfacecolor="white",
+                      label="backtest")
+        axis.plot(x, data.y[rows], "ko", markersize=4, label="observed")
+        axis.set_xscale("log")
+        _count_ticks(axis, grid[0], grid[-1])
+        axis.set_xlabel(study.x[0])
+        axis.set_ylabel(study.y)
+        axis.set_title(group, fontsize="medium")
+        axis.legend(fontsize="x-small")
+    figure.suptitle(f"Forecast of {study.y}: candidate laws averaged, calibrated on the data's own backtests")
     return figure
 
 

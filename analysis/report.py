@@ -19,7 +19,7 @@ from analysis.curves import INDEPENDENT, JOINT, NOT_CONVERGED, Curve, Failure, d
 from analysis.downstream import LIKELIHOOD, LINK_P_VALUE, SCORED_BY, Link, ScorePrediction
 from analysis.formatting import number, percent, with_interval
 from analysis.laws import LOG_HUBER_DELTA
-from analysis.pipeline import EXTRAPOLATIONS, LARGEST_ASTRAIOS_BILLIONS, Analysis, Study
+from analysis.pipeline import EXTRAPOLATIONS, LARGEST_ASTRAIOS_BILLIONS, Analysis, Study, lower_is_better
 from sweeper.io import atomic_write_text
 
 EXTRAPOLATION_TEXT = " and ".join(f"{label.split('B')[0]}/{LARGEST_ASTRAIOS_BILLIONS:g}" for label in EXTRAPOLATIONS)
@@ -43,11 +43,19 @@ def write_report(analysis: Analysis, figures: list[Path], folder: Path) -> list[
 
 
 def build(analysis: Analysis, figures: list[Path]) -> list[Block]:
+    """The first screen answers (forecasts with their intervals, who wins where, the calibration, the
+    warnings, the main figure); the source, parameter tables and method details come after it."""
     main, level = analysis.main, analysis.options.level
-    blocks = [Block("p", _summary(analysis))]
+    blocks = forecast_blocks(analysis)
     if analysis.warnings:
         blocks += [Block("h2", "Warnings"), Block("list", items=tuple(analysis.warnings))]
-    blocks += study_blocks(main, level, "Scaling of " + main.y)
+    headline = next((path for path in figures if path.stem == "forecast"), None)
+    if headline is not None:
+        blocks.append(Block("figure", text=_caption(headline, analysis), path=headline))
+    blocks += [Block("h2", "Data"), Block("p", _summary(analysis))]
+    blocks += study_blocks(main, level, "Single-law fits of " + main.y)
+    if analysis.notes:
+        blocks += [Block("h3", "Notes on the single-law fits"), Block("list", items=tuple(analysis.notes))]
     if analysis.alternative:
         blocks += study_blocks(analysis.alternative, level, f"Against trainable parameters ({analysis.alternative.x[0]})",
                                alternative=True)
@@ -63,9 +71,72 @@ def build(analysis: Analysis, figures: list[Path]) -> list[Block]:
     if analysis.links:
         blocks += _downstream_blocks(analysis)
     blocks += [Block("h2", "Figures")]
-    blocks += [Block("figure", text=_caption(path, analysis), path=path) for path in figures]
+    blocks += [Block("figure", text=_caption(path, analysis), path=path) for path in figures if path.stem != "forecast"]
     blocks += _method_blocks(analysis)
     return blocks
+
+
+def forecast_blocks(analysis: Analysis) -> list[Block]:
+    """The answer: the forecast table, which group wins at each target and how sure, how the intervals
+    were built and how they performed (simulated draws, the held-out largest scale)."""
+    main, level = analysis.main, analysis.options.level
+    outlook = main.outlook
+    if outlook is None:
+        return []
+    result = outlook.result
+    labels = list(dict.fromkeys(t.label for t in result.targets))
+    blocks = [Block("h2", f"Forecast of {main.y}")]
+    if labels:
+        cells = {(t.group, t.label): with_interval(result.estimate[0, j], result.lower[0, j], result.upper[0, j])
+                 for j, t in enumerate(result.targets)}
+        rows = [(group, *(cells.get((index, label), "n/a") for label in labels))
+                for index, group in enumerate(main.data.group_names)]
+        where = (f"{EXTRAPOLATION_TEXT} times each group's largest `{main.x[0]}`"
+                 if set(labels) <= set(EXTRAPOLATIONS) else f"`{':'.join(main.x)}` = {', '.join(labels)}")
+        blocks += [Block("p", f"Forecast {main.y} at {where}, with {level:.0%} prediction intervals (where a new "
+                              "run at that scale would land)."),
+                   Block("table", items=((analysis.by or "group", *labels), rows))]
+    better = "lowest" if lower_is_better(main.y) else "highest"
+    if outlook.win:
+        blocks.append(Block("p", "Best at each target (" + better + f" forecast {main.y}, share of joint forecast "
+                                 "draws in which it is best): " + "; ".join(
+                                     f"**{w.label}: {w.best}** ({w.probability:.0%})" for w in outlook.win) + "."))
+    blocks.append(Block("p", _calibration_text(analysis)))
+    return blocks
+
+
+def _calibration_text(analysis: Analysis) -> str:
+    outlook, level = analysis.main.outlook, analysis.options.level
+    result = outlook.result
+    ensemble = ", ".join(f"{v.name} {result.weights[0, i]:.0%}" for i, v in enumerate(result.variants)
+                         if result.weights[0, i] > 0)
+    space = "log y" if all(v.law.log_residuals for v in result.variants) else "y"
+    parts = [f"How the intervals are built: the candidate fits averaged with weights from rolling-origin backtests "
+             f"({ensemble}); each candidate's predictive interval holds its parameter uncertainty (linearised, "
+             f"Student-t) and the noise of a new run (sd {number(result.noise[0], 2)} in {space}, "
+             + ("from replicates" if result.replicates is not None else "from the residuals") + ")"
+             + _drift_text(result) + "."]
+    if outlook.coverage is not None:
+        parts.append(f"Calibration: {outlook.coverage.describe()}.")
+    inside, judged = outlook.inside()
+    if judged:
+        errors = [abs(p.relative_error) for p in outlook.held_out]
+        parts.append(f"Backtest: forecast from the smaller scales alone, the observed {outlook.held_out_level} fell "
+                     f"inside its {level:.0%} interval for {inside} of {judged} (mean |error| "
+                     f"{percent(float(np.mean(errors)))}).")
+    else:
+        parts.append(f"Backtest of the forecast at {outlook.held_out_level}: not possible ({outlook.held_out_note}).")
+    return " ".join(parts)
+
+
+def _drift_text(result) -> str:
+    if not result.calibrated:
+        return "; UNCALIBRATED: no backtest could be made, so nothing widens them for the law's shape"
+    if result.tau[0] == 0:
+        return ("; the backtests' errors were within their own intervals, so no allowance for the law's shape "
+                "was added")
+    return (f", widened by {number(result.tau[0], 2)} per unit of log-distance beyond the data (the backtests' "
+            "error in excess of their own intervals)")
 
 
 def _summary(analysis: Analysis) -> str:
@@ -78,14 +149,14 @@ def _summary(analysis: Analysis) -> str:
             + ")") if source.is_sweep else f"table `{source.path}`"
     groups = f"{len(main.data.group_names)} {analysis.by}s ({', '.join(main.data.group_names)})" if analysis.by else "one group"
     if main.comparison:
-        chosen = f"Preferred fit (lower leave-one-out error): **{main.preferred}**."
+        chosen = f"Preferred single-law fit (lower leave-one-out error): **{main.preferred}**."
     elif main.curves.failures:
         chosen = f"Fit used for predictions: **{main.preferred}** (the only complete one)."
     else:
         chosen = ""
     return (f"Source: {what}. {len(main.data.y)} points, {groups}, {len(analysis.level_names)} scales by "
-            f"`{analysis.size}` ({', '.join(analysis.level_names)}). Law: `{main.law.formula}` with "
-            f"`{main.y}` as y and `{', '.join(main.x)}` as x. Intervals: {analysis.options.level:.0%} bootstrap "
+            f"`{analysis.size}` ({', '.join(analysis.level_names)}). Single-law fits below: `{main.law.formula}` with "
+            f"`{main.y}` as y and `{', '.join(main.x)}` as x, with {analysis.options.level:.0%} bootstrap "
             f"percentile intervals from {analysis.options.bootstrap} resamples. " + chosen)
 
 
@@ -126,8 +197,10 @@ def _extrapolation_blocks(study: Study) -> list[Block]:
             if cells[0] is not None:
                 marker = " (preferred)" if kind == study.preferred and study.comparison else ""
                 rows.append((group, kind + marker, *cells))
-    return [Block("h3", "Extrapolation"),
-            Block("p", f"Predicted {study.y} at {', '.join(labels)}"
+    return [Block("h3", "Extrapolation by each single-law fit"),
+            Block("p", f"Predicted {study.y} at {', '.join(labels)} by the `{study.law.formula}` fits alone, with "
+                       "bootstrap intervals of the curve (not of a new run, and blind to the law's shape being wrong: "
+                       "the forecast above is the one to act on)"
                        + (f": {EXTRAPOLATION_TEXT} times each group's largest `{study.x[0]}`."
                           if set(labels) <= set(EXTRAPOLATIONS) else f" (`{':'.join(study.x)}`).")),
             Block("table", items=(("group", "fit", *labels), rows))]
@@ -277,6 +350,12 @@ def _caption(path: Path, analysis: Analysis) -> str:
         extrapolated = analysis.alternative is None or x != analysis.alternative.x[0]
         return (f"{y} vs {x}: observed points, independent (solid) and joint (dashed) fits, interval band of the "
                 "preferred fit" + (", extrapolated region shaded, predictions with intervals." if extrapolated else "."))
+    if name == "forecast":
+        level = analysis.options.level
+        return (f"Forecast of {y} per {analysis.by or 'group'}: observed points, the forecast median (line) and its "
+                f"{level:.0%} prediction band from the smallest scale to the targets (extrapolated region shaded), "
+                "the forecasts at the targets with their intervals, and the leave-largest-out backtest (open "
+                "squares: forecast from the smaller scales alone).")
     if name.startswith("link-"):
         return (f"{y} -> score link for {name.removeprefix('link-')} (dotted: chance level, where known), with "
                 "two-step predictions (open diamonds).")

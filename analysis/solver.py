@@ -12,9 +12,14 @@ are searched as u = log(c), as Hoffmann et al. and Epoch do, so a loss law never
 The step is Levenberg-Marquardt with the iteratively-reweighted (IRLS) Gauss-Newton matrix of the
 Huber loss, J^T diag(w psi(r)/r) J, and a step is kept only if it lowers the exact summed Huber loss.
 Convergence is certified at the end by first-order optimality (see `relative_gradient`).
+Exponents stay inside the law's physical bounds (`Law.bounds`): a trial step is projected onto them and
+the optimality test ignores the gradient that pushes a bounded exponent outwards.
+
+`y` may hold one data set (n,) or one per problem (B, n): simulated draws of the same design (the
+calibration of `analysis.forecast`) are then B problems solved together.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,9 +53,17 @@ class Problem:
 
     law: Law
     X: np.ndarray  # (n, len(law.inputs))
-    y: np.ndarray  # (n,)
+    y: np.ndarray  # (n,), or (B, n): a data set per problem of the batch
     groups: np.ndarray  # (n,) int in [0, n_groups)
     n_groups: int = 1
+    # Least squares instead of the law's Huber loss: the estimator whose covariance the linearised
+    # predictive intervals of `analysis.forecast` assume.
+    least_squares: bool = False
+
+    @property
+    def delta(self) -> float | None:
+        """The Huber threshold of the loss (None: least squares)."""
+        return None if self.least_squares else self.law.huber_delta
 
     @property
     def n_exponents(self) -> int:
@@ -63,6 +76,24 @@ class Problem:
     @property
     def n_params(self) -> int:
         return self.n_exponents + self.n_groups * self.n_coefficients
+
+    @property
+    def n_points(self) -> int:
+        return self.X.shape[0]
+
+    def rows(self, index: np.ndarray) -> "Problem":
+        """The problems `index` of a batch (the same problem when y is shared)."""
+        return replace(self, y=self.y[index]) if self.y.ndim == 2 else self
+
+    def project(self, theta: np.ndarray) -> np.ndarray:
+        """theta with its exponents clipped into the law's bounds."""
+        bounds = self.law.bounds()
+        if not np.isfinite(bounds).any():
+            return theta
+        projected = theta.copy()
+        q = self.n_exponents
+        projected[:, :q] = np.clip(theta[:, :q], bounds[:, 0], bounds[:, 1])
+        return projected
 
     def coefficients(self, theta: np.ndarray) -> np.ndarray:
         """Natural coefficients (B, n_groups, k) from theta (B, P)."""
@@ -84,14 +115,17 @@ class Problem:
         value = (phi * coef).sum(axis=2)
         d_exponents = (dphi * coef[..., None]).sum(axis=2)
         d_coef = phi if natural or not self.law.positive_coefficients else phi * coef
-        jac = np.zeros((len(theta), len(self.y), self.n_params))
+        n = self.n_points
+        jac = np.zeros((len(theta), n, self.n_params))
         jac[:, :, :q] = d_exponents
         if self.n_groups == 1:
             jac[:, :, q:] = d_coef
         else:  # a point moves only its own group's coefficients
             k = self.n_coefficients
             columns = q + self.groups[:, None] * k + np.arange(k)  # (n, k)
-            jac[:, np.arange(len(self.y))[:, None], columns] = d_coef
+            jac[:, np.arange(n)[:, None], columns] = d_coef
+        if self.law.log_link:  # log y is the linear predictor itself
+            return value - np.log(self.y), jac
         if not self.law.log_residuals:
             return value - self.y, jac
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -111,7 +145,7 @@ def huber(residual: np.ndarray, delta: float | None) -> tuple[np.ndarray, np.nda
 def objective(problem: Problem, theta: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Summed (weighted) loss per problem (B,); inf where the law cannot be evaluated."""
     residual, _ = problem.evaluate(theta)
-    loss, _ = huber(residual, problem.law.huber_delta)
+    loss, _ = huber(residual, problem.delta)
     weights = np.broadcast_to(weights, residual.shape)
     total = (weights * np.where(weights > 0, loss, 0.0)).sum(axis=1)
     return np.where(np.isfinite(total), total, np.inf)
@@ -128,9 +162,15 @@ def exact(problem: Problem, theta: np.ndarray, weights: np.ndarray) -> np.ndarra
 def relative_gradient(problem: Problem, theta: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """max_j |dF/dtheta_j| / max_j sum_i w_i |psi_i J_ij| per problem: a scale-free optimality measure."""
     residual, jac = problem.evaluate(theta)
-    _, psi = huber(residual, problem.law.huber_delta)
+    _, psi = huber(residual, problem.delta)
     contributions = (weights * psi)[..., None] * jac
-    net = np.abs(contributions.sum(axis=1)).max(axis=1)
+    gradient = contributions.sum(axis=1)
+    # At a bound, the part of the gradient that would push the exponent outwards is no violation.
+    bounds, q = problem.law.bounds(), problem.n_exponents
+    exponents = theta[:, :q]
+    outward = ((exponents <= bounds[:, 0]) & (gradient[:, :q] > 0)) | ((exponents >= bounds[:, 1]) & (gradient[:, :q] < 0))
+    gradient[:, :q] = np.where(outward, 0.0, gradient[:, :q])
+    net = np.abs(gradient).max(axis=1)
     gross = np.abs(contributions).sum(axis=1).max(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(gross > 0, net / gross, 0.0)
@@ -145,25 +185,29 @@ class Solution:
     iterations: np.ndarray  # (B,)
 
 
-def minimize(problem: Problem, theta0: np.ndarray, weights: np.ndarray) -> Solution:
-    """Minimise the summed loss of B weighted copies of `problem` from theta0 (B, P); weights (B, n)."""
+def minimize(problem: Problem, theta0: np.ndarray, weights: np.ndarray,
+             max_iterations: int | None = None) -> Solution:
+    """Minimise the summed loss of B weighted copies of `problem` from theta0 (B, P); weights (B, n);
+    at most `max_iterations` steps (default MAX_ITERATIONS)."""
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # wild trial steps are rejected
-        return _levenberg_marquardt(problem, np.array(theta0, dtype=float, copy=True), weights)
+        theta = problem.project(np.array(theta0, dtype=float, copy=True))
+        return _levenberg_marquardt(problem, theta, weights, max_iterations or MAX_ITERATIONS)
 
 
-def _levenberg_marquardt(problem: Problem, theta: np.ndarray, weights: np.ndarray) -> Solution:
-    weights = np.broadcast_to(np.asarray(weights, dtype=float), (len(theta), len(problem.y)))
-    delta = problem.law.huber_delta
+def _levenberg_marquardt(problem: Problem, theta: np.ndarray, weights: np.ndarray,
+                         max_iterations: int) -> Solution:
+    weights = np.broadcast_to(np.asarray(weights, dtype=float), (len(theta), problem.n_points))
+    delta = problem.delta
     value = objective(problem, theta, weights)
     damping = np.full(len(theta), 1e-3)
     iterations = np.zeros(len(theta), dtype=int)
     running = np.isfinite(value)
-    for _ in range(MAX_ITERATIONS):
+    for _ in range(max_iterations):
         idx = np.flatnonzero(running)
         if idx.size == 0:
             break
-        t, w = theta[idx], weights[idx]
-        residual, jac = problem.evaluate(t)
+        t, w, active = theta[idx], weights[idx], problem.rows(idx)
+        residual, jac = active.evaluate(t)
         _, psi = huber(residual, delta)
         irls = np.where(np.abs(residual) > 0, psi / residual, 1.0)  # 1 in the quadratic zone
         irls = np.where(np.abs(psi) < np.abs(residual), OUTLYING_CURVATURE * irls, irls)
@@ -177,8 +221,8 @@ def _levenberg_marquardt(problem: Problem, theta: np.ndarray, weights: np.ndarra
         system[~solvable] = np.eye(problem.n_params)  # cannot move: stopped below, reported unconverged
         step = _solve(system, -gradient)
         step[~solvable] = 0.0
-        trial = t + step
-        trial_value = objective(problem, trial, w)
+        trial = problem.project(t + step)
+        trial_value = objective(active, trial, w)
         better = trial_value < value[idx]
         small = better & (value[idx] - trial_value <= RELATIVE_DECREASE_TOL * value[idx])
         accepted = idx[better]

@@ -16,7 +16,7 @@ import polars as pl
 
 from analysis import bootstrap
 from analysis.curves import INDEPENDENT, NOT_CONVERGED, Curve
-from analysis.pipeline import Analysis, Study
+from analysis.pipeline import FORECAST, Analysis, Study
 from sweeper.io import atomic_write, atomic_write_json
 
 SCHEMA = {
@@ -82,6 +82,8 @@ def _study_rows(study: Study, level: float) -> list[dict]:
         rows.append(_row("comparison", **common, name="params", estimate=float(c.params)))
         rows.append(_row("comparison", **common, name="aic", estimate=c.aic))
         rows.append(_row("comparison", **common, name="aicc", estimate=c.aicc))
+    if study.outlook is not None:
+        rows += _outlook_rows(study, base)
     if study.backtest:
         bt = study.backtest
         for p in bt.points:
@@ -92,6 +94,33 @@ def _study_rows(study: Study, level: float) -> list[dict]:
         for kind in bt.kinds():
             rows.append(_row("backtest", **base, fit=kind, group="all", name="mean_abs_relative_error",
                              label=bt.held_out_level, estimate=bt.mean_abs_relative_error(kind)))
+    return rows
+
+
+def _outlook_rows(study: Study, base: dict) -> list[dict]:
+    """The forecast's ensemble weights, drift, noise, simulated coverage and its own backtest."""
+    outlook, result = study.outlook, study.outlook.result
+    common = {**base, "fit": FORECAST, "group": "all"}
+    rows = [_row("forecast", **common, name="weight", label=variant.name, estimate=float(result.weights[0, v]),
+                 note="share of the forecast (stacking weights from rolling-origin backtests)")
+            for v, variant in enumerate(result.variants)]
+    rows.append(_row("forecast", **common, name="drift_per_log_distance", estimate=float(result.tau[0]),
+                     note="sd added per unit log(x / largest x) beyond the data, from the backtests' excess error"
+                     + ("" if result.calibrated else "; UNCALIBRATED: no backtest could be made")))
+    rows.append(_row("forecast", **common, name="new_run_sd", estimate=float(result.noise[0]),
+                     note="sd of a new run in " + ("log y" if study.law.log_residuals else "y")
+                     + (" (from replicates)" if result.replicates is not None else " (from the residuals)")))
+    if outlook.coverage is not None:
+        rows.append(_row("forecast", **common, name="simulated_coverage", estimate=outlook.coverage.covered,
+                         n_points=outlook.coverage.draws, note=outlook.coverage.describe()))
+    for p in outlook.held_out:
+        rows.append(_row("backtest", **base, fit=FORECAST, group=study.data.group_names[p.group], name=study.y,
+                         label=outlook.held_out_level, at=float(p.X[0]), estimate=p.estimate, lower=p.lower,
+                         upper=p.upper, observed=p.observed, error=p.estimate - p.observed,
+                         relative_error=p.relative_error, note="inside the interval" if p.inside else ""))
+    for win in outlook.win:
+        rows.append(_row("forecast", **common, name="best", label=win.label, estimate=win.probability,
+                         note=f"{win.best} has the best forecast in {win.probability:.0%} of joint draws"))
     return rows
 
 
@@ -146,6 +175,35 @@ def to_json(analysis: Analysis, table: pl.DataFrame) -> dict:
         "source": str(analysis.source.path),
         "options": json.loads(analysis.options.model_dump_json()),
         "x": list(analysis.main.x), "y": analysis.main.y, "by": analysis.by, "law": analysis.main.law.name,
-        "scales": analysis.level_names, "preferred_fit": analysis.main.preferred,
-        "warnings": analysis.warnings, "provenance": analysis.provenance, "results": rows,
+        "scales": analysis.level_names, "preferred_fit": analysis.main.headline,
+        "forecast": _forecast_json(analysis),
+        "warnings": analysis.warnings, "notes": analysis.notes, "provenance": analysis.provenance, "results": rows,
+    }
+
+
+def _forecast_json(analysis: Analysis) -> dict | None:
+    """The headline forecast at a glance: its predictions, ensemble, calibration and backtest."""
+    outlook = analysis.main.outlook
+    if outlook is None:
+        return None
+    result, level = outlook.result, analysis.options.level
+    inside, judged = outlook.inside()
+
+    def finite(value: float) -> float | None:
+        return float(value) if math.isfinite(value) else None
+
+    return {
+        "level": level,
+        "predictions": [{"group": analysis.main.data.group_names[t.group], "label": t.label, "x": t.X.tolist(),
+                         "estimate": finite(result.estimate[0, j]), "lower": finite(result.lower[0, j]),
+                         "upper": finite(result.upper[0, j])} for j, t in enumerate(result.targets)],
+        "candidates": [{"fit": v.name, "weight": float(result.weights[0, i])} for i, v in enumerate(result.variants)],
+        "drift_per_log_distance": float(result.tau[0]), "new_run_sd": float(result.noise[0]),
+        "calibrated": result.calibrated,
+        "simulated_coverage": None if outlook.coverage is None else {
+            "draws": outlook.coverage.draws, "covered": outlook.coverage.covered,
+            "median_width": outlook.coverage.median_width, "text": outlook.coverage.describe()},
+        "backtest": {"held_out": outlook.held_out_level, "inside": inside, "judged": judged,
+                     "note": outlook.held_out_note},
+        "best": [{"label": w.label, "group": w.best, "probability": w.probability} for w in outlook.win],
     }

@@ -11,6 +11,7 @@ from analysis.solver import Problem
 CASES = {
     "power": ((0.3,), (1.7, 40.0), lambda: np.geomspace(1e6, 1e10, 9)[:, None]),
     "loglog": ((0.12,), (25.0,), lambda: np.geomspace(1e6, 1e10, 9)[:, None]),
+    "curved": ((), (3.0, -0.05, -0.002), lambda: np.geomspace(1e6, 1e10, 9)[:, None]),
     "chinchilla": ((0.34, 0.28), (1.8, 400.0, 400.0),
                    lambda: np.column_stack([np.repeat(np.geomspace(1e7, 1e10, 5), 4),
                                             np.tile(np.geomspace(1e9, 1e12, 4), 5)])),

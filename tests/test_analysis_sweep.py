@@ -111,6 +111,11 @@ def test_fit_holdout_largest_reports_the_error_on_the_largest_scale(run_cli, swe
     assert code == 0
     rows = pl.DataFrame(json.loads(stdout)["results"], infer_schema_length=None)
     backtest = rows.filter(pl.col("section") == "backtest")
+    # The forecast backtests itself on the held-out scale: the whole procedure, on the smaller scales alone.
+    forecast = backtest.filter(pl.col("fit") == "forecast")
+    assert set(forecast["group"]) == set(METHODS) and set(forecast["label"]) == {"l"}
+    assert ((forecast["lower"] <= forecast["estimate"]) & (forecast["estimate"] <= forecast["upper"])).all()
+    backtest = backtest.filter(pl.col("fit") != "forecast")
     # The trainable-parameter view is backtested too (it is not extrapolated: see the next test).
     assert backtest.filter(pl.col("x") == "trainable_params").height == backtest.height // 2
     backtest = backtest.filter(pl.col("x") == "total_params")
@@ -268,7 +273,8 @@ def test_one_underdetermined_method_does_not_stop_the_report(run_cli, tmp_path):
     assert "### Backtest: predicting m without it\n\nNot possible: fitted without m" in markdown
     rows = pl.read_parquet(out / "results.parquet").filter(pl.col("x") == "total_params")
     predictions = rows.filter(pl.col("section") == "prediction")
-    assert predictions.filter(pl.col("group") == "lora")["fit"].unique().to_list() == ["joint"]
+    # lora's own fit fails; the joint fit and the forecast (which averages the candidates that fit) predict it.
+    assert sorted(predictions.filter(pl.col("group") == "lora")["fit"].unique().to_list()) == ["forecast", "joint"]
     assert set(predictions.filter(pl.col("fit") == "independent")["group"]) == set(METHODS) - {"lora"}
     failed = rows.filter((pl.col("section") == "fit") & (pl.col("group") == "lora") & (pl.col("fit") == "independent"))
     assert failed["estimate"].to_list() == [None] and failed["note"][0].startswith("UNDERDETERMINED")
