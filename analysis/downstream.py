@@ -2,9 +2,11 @@
 
 - Link: one loss -> score law per task and metric, across all methods and scales (the scores of the
   tuned models as a function of their validation loss).
-- Two-step prediction: scale -> loss (each method's scaling curve), then loss -> score (the link),
-  chained resample by resample: resample b refits both steps on the same resampled cells, so the
-  interval carries the uncertainty of both.
+- Two-step prediction: scale -> loss, then loss -> score (the link). From the headline forecast
+  (`analysis.forecast`): draw b of the loss forecast goes through link refit b, so the interval
+  carries the forecast's whole uncertainty and the link's; from a single-law fit (tables given no
+  forecast), resample by resample on the same resampled cells. Scores that are shares stay in
+  [0, 1], and not below chance where it is known (`score_bounds`).
 - Spearman correlation of validation loss with each score (Astraios: loss tracks downstream ability).
 - Kendall tau of the method ranking between consecutive scales ("small-model loss predicts
   large-model ranking").
@@ -39,6 +41,8 @@ SCORED_BY = {
     EXECUTED: "generated programs, executed against tests",
     GENERATED: "generated answers, parsed or statically analysed",
 }
+# Metric names of scores that are shares of items (bounded by 0 and 1).
+SHARE_MARKERS = ("pass@", "acc", "rate", "f1", "valid", "insecure", "exact")
 # A link is used for two-step predictions only if the score tracks the loss: a Spearman correlation
 # of the expected sign at this significance. A link fitted to noise extrapolates noise.
 LINK_P_VALUE = 0.05
@@ -179,8 +183,9 @@ def chain(link: Link, curve: Curve, group: str, label: str, X: np.ndarray, level
     """Score at scale X for `group`: the curve's loss at X through the link, resample by resample."""
     assert link.fit is not None
     X = np.asarray(X, dtype=float).reshape(1, -1)
+    bounds = score_bounds(link.metric, link.chance)
     loss = float(curve.fit.predict(X, group)[0])
-    score = float(link.fit.predict(np.array([[loss]]), "all")[0])
+    score = float(_bounded(link.fit.predict(np.array([[loss]]), "all")[0], bounds))
     lower = upper = float("nan")
     resamples = 0
     if curve.boot is not None and link.boot is not None:
@@ -188,12 +193,47 @@ def chain(link: Link, curve: Curve, group: str, label: str, X: np.ndarray, level
         loss_rows = np.cumsum(curve.boot.used)[both] - 1  # position of resample b among each step's refits
         link_rows = np.cumsum(link.boot.used)[both] - 1
         losses = bootstrap.prediction_samples(curve.fit, curve.boot, group, X)[loss_rows, 0]
-        scores = _paired_predictions(link.fit, link.boot.thetas[link_rows], losses)
+        scores = _bounded(_paired_predictions(link.fit, link.boot.thetas[link_rows], losses), bounds)
         resamples = len(scores)
         low, high = bootstrap.interval(scores, level)
         lower, upper = float(low), float(high)
     return ScorePrediction(group=group, label=label, X=X[0], loss=loss, score=score, lower=lower, upper=upper,
                            resamples=resamples, extrapolated=not link.loss.min() <= loss <= link.loss.max())
+
+
+def score_bounds(metric: str, chance: float | None) -> tuple[float, float] | None:
+    """The range a score can take: a share (pass@k, an accuracy, a rate, F1) lies in [0, 1], and a
+    higher-is-better one not below chance where chance is known; None for unbounded metrics (an NLL)."""
+    if not any(marker in metric.lower() for marker in SHARE_MARKERS):
+        return None
+    floor = chance if chance is not None and not lower_is_better(metric) else 0.0
+    return floor, 1.0
+
+
+def chain_forecast(link: Link, losses: np.ndarray, loss: float, group: str, label: str, X: np.ndarray,
+                   level: float) -> ScorePrediction:
+    """Score at a target through the link, from the loss forecast: draw b of the forecast distribution
+    of the loss goes through link refit b, so the interval carries both steps (the forecast's model-form
+    and calibration allowances included); scores are kept inside the metric's range."""
+    assert link.fit is not None
+    bounds = score_bounds(link.metric, link.chance)
+    score = _bounded(float(link.fit.predict(np.array([[loss]]), "all")[0]), bounds)
+    lower = upper = float("nan")
+    resamples = 0
+    if link.boot is not None and len(link.boot.thetas):
+        count = min(len(link.boot.thetas), len(losses))
+        scores = _bounded(_paired_predictions(link.fit, link.boot.thetas[:count], losses[:count]), bounds)
+        finite = scores[np.isfinite(scores)]
+        resamples = len(finite)
+        low, high = bootstrap.interval(finite, level)
+        lower, upper = float(low), float(high)
+    return ScorePrediction(group=group, label=label, X=np.asarray(X, dtype=float).reshape(-1), loss=loss,
+                           score=score, lower=lower, upper=upper, resamples=resamples,
+                           extrapolated=not link.loss.min() <= loss <= link.loss.max())
+
+
+def _bounded(values, bounds: tuple[float, float] | None):
+    return values if bounds is None else np.clip(values, *bounds)
 
 
 def _paired_predictions(link_fit: Fit, thetas: np.ndarray, losses: np.ndarray) -> np.ndarray:

@@ -45,8 +45,10 @@ from analysis.solver import Problem, identifiable, minimize
 from sweeper.errors import UserError
 
 CANDIDATES = ("power", "loglog", "curved")  # the default ensemble for one x column
-MAX_ORIGINS = 3  # rolling origins: each of the largest (up to) three scales held out in turn
-MIN_WEIGHT = 0.01  # a candidate below this share of the weight is dropped (and the rest renormalised)
+MAX_ORIGINS = 3  # rolling origins: each of the largest (up to) three scales held out in turn...
+FEW_SCALES = 6  # ...on a ladder of at most this many scales; on more, origins at these fractions of the
+ORIGIN_SPANS = (0.15, 0.3, 0.45)  # log-x span below the largest x (held-out range 1.4-8x on 3 decades)
+MIN_WEIGHT = 0.02  # a candidate below this share of the weight is dropped (and the rest renormalised)
 STACKING_ITERATIONS = 100  # EM steps for the stacking weights (converged to ~1e-4 on the benchmarks)
 STACKING_PRIOR = 0.1  # pseudo-points per candidate in the stacking weights (a Dirichlet(1.1) prior)
 SIMULATED_DRAWS = 200  # draws behind the calibration line of every report
@@ -91,9 +93,22 @@ class Design:
         return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
 
     def origins(self) -> list[int]:
-        """Held-out scales of the rolling-origin backtest, largest first; each keeps >= 2 scales below."""
+        """Held-out scales of the rolling-origin backtest, largest first; each keeps >= 2 scales below.
+        A ladder of a few scales holds out each of its largest in turn. Many closely spaced scales (a
+        table of hundreds of runs) would then only test extrapolations of a hair, so there the origins
+        sit at fixed fractions of the log-x span below the largest (ORIGIN_SPANS)."""
         top = int(self.levels.max())
-        return [o for o in range(top, top - MAX_ORIGINS, -1) if o >= 2]
+        if top + 1 <= FEW_SCALES:
+            return [o for o in range(top, top - MAX_ORIGINS, -1) if o >= 2]
+        log_x = np.log(self.X[:, 0])
+        span = log_x.max() - log_x.min()
+        origins = []
+        for fraction in ORIGIN_SPANS:
+            above = self.levels[log_x >= log_x.max() - fraction * span]
+            origin = int(above.min())
+            if origin >= 2 and origin not in origins:
+                origins.append(origin)
+        return origins
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,8 @@ class Outlook:
     held_out_level: str
     held_out_note: str  # why there is no held-out backtest, when there is none
     win: list["Win"]  # which group is best at each target label, and how sure
+    # With --law: the default ensemble's leave-largest-out backtest on the same points, to compare with.
+    default_held_out: list[HeldOut] | None = None
 
     def inside(self) -> tuple[int, int]:
         return sum(p.inside for p in self.held_out), len(self.held_out)
@@ -215,7 +217,7 @@ def analyze(source: Source, options: Options, backtest: bool = False,
         except UserError as err:  # an optional view: its failure is reported, not fatal
             warnings.append(f"no fit against {SWEEP_ALTERNATIVE_X}: {err}")
     ranking = downstream.ranking_stability(data.y, groups, levels, level_names) if by else []
-    links = _links(source, frame, main, link_law, counts, options.level, step) if source.is_sweep else []
+    links = _links(source, frame, main, link_law, counts, options.level, rng, step) if source.is_sweep else []
     analysis = Analysis(
         source=source, options=options, by=by, size=size, frame=frame, levels=levels, level_names=level_names,
         main=main, alternative=alternative, ranking=ranking, links=links, link_law=link_law,
@@ -286,9 +288,14 @@ def _outlook(data: FitData, levels: np.ndarray, level_names: list[str], y: str,
         coverage = simulate_coverage(design, result, options.level, seed=options.seed)
     step(f"{y}: forecast backtest without {level_names[-1]}")
     held_out, note = backtest_largest(design, data.y, variants, options.level)
+    default_held_out = None
+    if options.law is not None and data.X.shape[1] == 1:
+        step(f"{y}: backtest of the default forecast, to compare --law {options.law} with")
+        default_held_out, _ = backtest_largest(design, data.y, candidates(None, 1, len(data.group_names)),
+                                               options.level)
     return Outlook(design=design, result=result, coverage=coverage, held_out=held_out,
                    held_out_level=level_names[int(levels.max())], held_out_note=note,
-                   win=_wins(result, data.group_names, y, rng))
+                   win=_wins(result, data.group_names, y, rng), default_held_out=default_held_out)
 
 
 def lower_is_better(y: str) -> bool:
@@ -355,7 +362,7 @@ def _prediction_points(data: FitData, law: Law, predict: tuple[tuple[float, ...]
 
 
 def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, counts: np.ndarray, level: float,
-           step: Callable[[str], None]) -> list[downstream.Link]:
+           rng: np.random.Generator, step: Callable[[str], None]) -> list[downstream.Link]:
     """Loss -> score link per task and metric, and the two-step predictions through the links whose
     score tracks the loss (`downstream.Link.tracks_loss`)."""
     evals = source.evals
@@ -370,6 +377,8 @@ def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, coun
         .sort("task", "metric", "row")
     )
     has_settings = "settings" in evals.columns
+    # Loss draws at every forecast target, shared by the links (draw b pairs with link refit b).
+    losses = sample(main.outlook.result, len(counts), rng) if main.outlook is not None and len(counts) else np.empty((0, 0))
     links = []
     for (task, metric), pairs in joined.group_by(["task", "metric"], maintain_order=True):
         rows = pairs["row"].to_numpy()
@@ -380,12 +389,16 @@ def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, coun
         link = downstream.fit_link(link_law, str(task), str(metric), main.data.y[rows], pairs["value"].to_numpy(),
                                    rows, counts, scored_by, chance)
         if link.fit is not None and link.tracks_loss:
-            for prediction in main.predictions:
-                if prediction.kind == main.preferred:
+            for j, prediction in enumerate(p for p in main.predictions if p.kind == main.headline):
+                if main.outlook is not None:
+                    if np.isfinite(prediction.estimate):
+                        link.predictions.append(downstream.chain_forecast(
+                            link, losses[:, j], prediction.estimate, prediction.group, prediction.label,
+                            prediction.X, level))
+                else:
                     curve = main.curves.curve(prediction.kind, prediction.group)
                     link.predictions.append(
-                        downstream.chain(link, curve, prediction.group, prediction.label, prediction.X, level)
-                    )
+                        downstream.chain(link, curve, prediction.group, prediction.label, prediction.X, level))
         links.append(link)
     return links
 

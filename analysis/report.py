@@ -102,7 +102,26 @@ def forecast_blocks(analysis: Analysis) -> list[Block]:
                                  "draws in which it is best): " + "; ".join(
                                      f"**{w.label}: {w.best}** ({w.probability:.0%})" for w in outlook.win) + "."))
     blocks.append(Block("p", _calibration_text(analysis)))
-    return blocks
+    return blocks + _replicate_blocks(analysis)
+
+
+def _replicate_blocks(analysis: Analysis) -> list[Block]:
+    """Each cell's mean and sample sd over its replicates (seeds), where it has several."""
+    main = analysis.main
+    data, levels = main.data, analysis.levels
+    rows = []
+    for group, name in enumerate(data.group_names):
+        for level, scale in enumerate(analysis.level_names):
+            values = data.y[(data.groups == group) & (levels == level)]
+            if len(values) > 1:
+                rows.append((name, scale, str(len(values)), number(float(values.mean())),
+                             number(float(values.std(ddof=1)), 2), percent(float(values.std(ddof=1) / values.mean()))))
+    if not rows:
+        return []
+    return [Block("h3", "Replicates"),
+            Block("p", f"Cells run with several seeds: mean and sample sd of {main.y} (their scatter is the noise of a "
+                       "new run in the forecast)."),
+            Block("table", items=((analysis.by or "group", analysis.size, "runs", "mean", "sd", "sd / mean"), rows))]
 
 
 def _calibration_text(analysis: Analysis) -> str:
@@ -126,6 +145,12 @@ def _calibration_text(analysis: Analysis) -> str:
                      f"{percent(float(np.mean(errors)))}).")
     else:
         parts.append(f"Backtest of the forecast at {outlook.held_out_level}: not possible ({outlook.held_out_note}).")
+    if outlook.default_held_out:
+        default = outlook.default_held_out
+        errors = float(np.mean([abs(p.relative_error) for p in default]))
+        parts.append(f"For comparison, the default forecast (power, pure power and curved laws averaged) on the same "
+                     f"backtest: inside for {sum(p.inside for p in default)} of {len(default)}, mean |error| "
+                     f"{percent(errors)}.")
     return " ".join(parts)
 
 
@@ -325,8 +350,10 @@ def _two_step_blocks(link: Link, analysis: Analysis) -> list[Block]:
     table = [(group, *(next(cell(p) for p in link.predictions if p.group == group and p.label == label)
                        for label in labels))
              for group in dict.fromkeys(p.group for p in link.predictions)]
-    text = (f"Scale -> {main.y} ({main.preferred} fit) -> score (link), bootstrapped through both steps on the same "
-            "resampled cells.")
+    text = (f"Scale -> {main.y} (the forecast: each draw of its distribution through one bootstrap refit of the link) "
+            "-> score." if main.outlook is not None else
+            f"Scale -> {main.y} ({main.preferred} fit) -> score (link), bootstrapped through both steps on the same "
+            "resampled cells.") + " Shares are kept in [0, 1], and above chance where it is known."
     if any(p.extrapolated for p in link.predictions):
         text += (f" †: the predicted {main.y} lies outside the range the link was fitted on "
                  f"({number(link.loss.min())} to {number(link.loss.max())}), so the link itself is extrapolated.")

@@ -52,7 +52,7 @@ def results_table(analysis: Analysis) -> pl.DataFrame:
         for p in link.predictions:
             rows.append(_row("downstream", **common, group=p.group, name=target, label=p.label, at=float(p.X[0]),
                              estimate=p.score, lower=p.lower, upper=p.upper, resamples=p.resamples,
-                             note=f"via predicted {y} {p.loss:.4g} ({analysis.main.preferred} fit)"
+                             note=f"via predicted {y} {p.loss:.4g} ({analysis.main.headline})"
                              + ("; the link is extrapolated beyond the losses it was fitted on" if p.extrapolated else "")))
     return pl.DataFrame(rows, schema=SCHEMA, orient="row") if rows else pl.DataFrame(schema=SCHEMA)
 
@@ -204,6 +204,13 @@ def _forecast_json(analysis: Analysis) -> dict | None:
             "draws": outlook.coverage.draws, "covered": outlook.coverage.covered,
             "median_width": outlook.coverage.median_width, "text": outlook.coverage.describe()},
         "backtest": {"held_out": outlook.held_out_level, "inside": inside, "judged": judged,
-                     "note": outlook.held_out_note},
+                     "mean_abs_relative_error": _mean_error(outlook.held_out), "note": outlook.held_out_note},
+        "default_backtest": None if outlook.default_held_out is None else {
+            "inside": sum(p.inside for p in outlook.default_held_out), "judged": len(outlook.default_held_out),
+            "mean_abs_relative_error": _mean_error(outlook.default_held_out)},
         "best": [{"label": w.label, "group": w.best, "probability": w.probability} for w in outlook.win],
     }
+
+
+def _mean_error(points) -> float | None:
+    return float(np.mean([abs(p.relative_error) for p in points])) if points else None

@@ -19,6 +19,8 @@ C4 validation loss vs parameters N, one curve per training set):
   training set alone (no `--by`);
 - gadre-m*: every other multiplier (0.25-32) with 4 sizes, 3 training sets; fit 10M-154M, forecast
   412M (2.7x); 24 held-out truths.
+- chinchilla (reported apart): Epoch's extraction of Chinchilla's runs, the two-input default
+  (`--x N,D`, the Chinchilla law alone); fit N < 1B, forecast the runs with N >= 1B.
 
     python benchmarks/forecast_backtests.py [--data ../shared/data] [--json out.json]
 """
@@ -69,6 +71,29 @@ def gadre_tasks(data: Path) -> list[dict]:
     return tasks
 
 
+def chinchilla_task(data: Path) -> dict:
+    """Epoch's extraction of Chinchilla's runs (240 lowest-loss rows, as Epoch fits them): fit the models
+    below 1B parameters, forecast every run of the larger ones at its own N and D (L = E + A/N^a + B/D^b)."""
+    table = pl.read_csv(data / "scaling" / "chinchilla_epoch_svg_extracted.csv").sort("loss").head(240)
+    table = table.select(pl.col("Model Size").alias("N"), (pl.col("Training FLOP") / (6 * pl.col("Model Size"))).alias("D"),
+                         "loss")
+    return {"name": "chinchilla fit N < 1B, forecast N >= 1B", "train": table.filter(pl.col("N") < 1e9),
+            "test": table.filter(pl.col("N") >= 1e9)}
+
+
+def run_chinchilla(task: dict) -> list[dict]:
+    """The two-input default (`--x N,D`: the Chinchilla law alone), forecasting each held-out run."""
+    points = [(row["N"], row["D"]) for row in task["test"].iter_rows(named=True)]
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "train.csv"
+        task["train"].write_csv(path)
+        analysis = analyze(load_source(path), Options(x=("N", "D"), y="loss", predict=tuple(points), bootstrap=0))
+    forecasts = [p for p in analysis.main.predictions if p.kind == FORECAST]
+    return [{"task": task["name"], "group": "all", "N": row["N"], "truth": row["loss"], "estimate": p.estimate,
+             "lower": p.lower, "upper": p.upper, "plain": float("nan"), "warnings": len(analysis.warnings)}
+            for row, p in zip(task["test"].iter_rows(named=True), forecasts, strict=True)]
+
+
 def plain_least_squares(train: pl.DataFrame, group: str, x: float) -> float:
     """E + A x^-alpha by scipy's curve_fit in y units, on log x scaled to the data (a fair plain fit)."""
     rows = train.filter(pl.col("dataset") == group)
@@ -115,7 +140,8 @@ def score(rows: list[dict]) -> dict:
     interval_score = (upper - lower + (2 / ALPHA) * np.maximum(lower - truth, 0)
                       + (2 / ALPHA) * np.maximum(truth - upper, 0)) / truth
     return {"truths": len(rows), "median_abs_error": float(np.median(np.abs(estimate / truth - 1))),
-            "plain_median_abs_error": float(np.nanmedian(np.abs(plain / truth - 1))),
+            "plain_median_abs_error": float(np.nanmedian(np.abs(plain / truth - 1))) if np.isfinite(plain).any()
+            else float("nan"),
             "coverage": float(np.mean((lower <= truth) & (truth <= upper))),
             "mean_interval_score": float(interval_score.mean()),
             "median_width": float(np.median((upper - lower) / truth))}
@@ -136,6 +162,11 @@ def main() -> None:
         print(f"{task['name']}: {s['truths']} truths, median error {s['median_abs_error']:.2%} "
               f"(plain LS {s['plain_median_abs_error']:.2%}), coverage {s['coverage']:.0%}, "
               f"interval score {s['mean_interval_score']:.3f}, median width {s['median_width']:.1%}", flush=True)
+    chinchilla = run_chinchilla(chinchilla_task(Path(args.data)))
+    s = score(chinchilla)
+    print(f"{chinchilla[0]['task']} (not in ALL: another law and quantity): {s['truths']} truths, median error "
+          f"{s['median_abs_error']:.2%}, coverage {s['coverage']:.0%}, interval score {s['mean_interval_score']:.3f}, "
+          f"median width {s['median_width']:.1%}", flush=True)
     total = score(rows)
     print(f"ALL: {total['truths']} truths, median error {total['median_abs_error']:.2%} (plain LS "
           f"{total['plain_median_abs_error']:.2%}), coverage {total['coverage']:.0%}, mean interval score "

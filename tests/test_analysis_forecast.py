@@ -216,7 +216,11 @@ def test_law_asked_for_is_the_only_candidate(run_cli, tmp_path):
     code, stdout, err = run_cli("fit", str(table), "--x", "N", "--y", "loss", "--by", "family", "--law", "loglog",
                                 "--predict", "7e10", "--bootstrap", "0", "--json", "--out", str(tmp_path / "o"))
     assert code == 0, err
-    assert {c["fit"] for c in json.loads(stdout)["forecast"]["candidates"]} == {"loglog independent", "loglog joint"}
+    result = json.loads(stdout)["forecast"]
+    assert {c["fit"] for c in result["candidates"]} == {"loglog independent", "loglog joint"}
+    # ...and it says how the default would have done on the same leave-largest-out backtest.
+    assert result["backtest"]["judged"] == result["default_backtest"]["judged"] == 3
+    assert result["default_backtest"]["mean_abs_relative_error"] < result["backtest"]["mean_abs_relative_error"]
 
 
 @pytest.mark.parametrize(("values", "fragment"), [
@@ -246,3 +250,29 @@ def test_a_group_with_a_single_scale_is_named_and_left_out(run_cli, tmp_path):
     assert any(w.startswith("SINGLE SCALE: family 'lonely'") for w in result["warnings"])
     lonely = [p for p in result["forecast"]["predictions"] if p["group"] == "lonely"]
     assert lonely and lonely[0]["estimate"] is None
+
+
+def test_many_close_scales_backtest_at_real_distances():
+    """Hundreds of runs at closely spaced sizes: holding out only the very largest would test
+    extrapolations of a hair, so the origins sit at fixed shares of the log-x span."""
+    scales = np.geomspace(1e7, 1e10, 30)
+    design = _design(groups=1, scales=scales)
+    origins = design.origins()
+    assert len(origins) == 3 and origins == sorted(origins, reverse=True) and min(origins) >= 2
+    reach = [scales[-1] / scales[o] for o in origins]  # how far each fold extrapolates to the largest
+    assert 2.0 < reach[0] < reach[1] < reach[2] < 30.0
+    assert _design(groups=1).origins() == [3, 2]  # a ladder of 4 holds out its largest two in turn
+
+
+def test_a_report_on_replicated_cells_shows_their_mean_and_spread(run_cli, tmp_path):
+    design = _design(seeds=3)
+    y = _draw(design, _truth(), 0.004, seed=9)
+    table = tmp_path / "runs.csv"
+    pl.DataFrame({"N": design.X[:, 0], "loss": y, "family": [f"g{g}" for g in design.groups]}).write_csv(table)
+    code, _, err = run_cli("report", str(table), "--x", "N", "--y", "loss", "--by", "family", "--predict", "7e10",
+                           "--bootstrap", "0", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    markdown = (tmp_path / "o" / "report.md").read_text()
+    assert "### Replicates" in markdown and "from replicates" in markdown
+    first = y[:3]
+    assert f"| g0 | 1e+09 | 3 | {first.mean():.4g} |" in markdown
