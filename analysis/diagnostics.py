@@ -78,10 +78,10 @@ def _bounds(units: list[Unit], group_names: tuple[str, ...], y: np.ndarray) -> t
         bounds = law.bounds()
         for j, name in enumerate(law.exponents):
             low, high = bounds[j]
-            if theta[j] <= low * (1 + 1e-6) + 1e-12:
+            if theta[j] <= low + 1e-6 * max(1.0, abs(low)):
                 exponents.append(f"{_groups(unit, group_names)}: {name} on its lower bound "
                                  + ("0 (excluded)" if low > 0 else number(low)))
-            elif theta[j] >= high * (1 - 1e-6):
+            elif theta[j] >= high - 1e-6 * max(1.0, abs(high)):
                 exponents.append(f"{_groups(unit, group_names)}: {name} on its upper bound {number(high)}")
         if "E" not in law.coefficients:
             continue
@@ -140,14 +140,28 @@ def _curvature(units: list[Unit]) -> float | None:
 
 
 def _lack_of_fit(units: list[Unit], result: Forecast) -> float | None:
-    """F-test p-value of the residual variance against the replicates' (where both exist and it is small)."""
-    variance, dof = residual_variance(units)
-    if result.replicates is None or dof <= 0:
+    """p-value of the lack-of-fit F-test against the replicates (where there are both and it is small):
+    the residual sum of squares splits into pure error (replicates about their cell means) and lack of
+    fit (cell means about the law); F = [SS_lof / (cells - params)] / [SS_pe / (points - cells)]."""
+    if result.replicates is None:
         return None
-    run = float(result.replicates[0]) ** 2
-    if run <= 0:
+    rss = float(sum(u.rss[0] for u in units))
+    params = sum(u.problem.n_params for u in units)
+    rows = np.concatenate([u.rows for u in units])
+    cells = result.design.cells[rows]
+    n_cells = len(np.unique(cells))
+    pure_dof = len(rows) - n_cells
+    lack_dof = n_cells - params
+    if pure_dof <= 0 or lack_dof <= 0:
         return None
-    p_value = float(stats.f.sf(float(variance[0]) / run, dof, result.replicate_dof))
+    observed = result.y[0, rows]
+    values = np.log(observed) if all(v.law.log_residuals for v in result.variants) else observed
+    means = {c: values[cells == c].mean() for c in np.unique(cells)}
+    pure = float(sum((v - means[c]) ** 2 for v, c in zip(values, cells, strict=True)))
+    if pure <= 0:
+        return None
+    statistic = (max(rss - pure, 0.0) / lack_dof) / (pure / pure_dof)
+    p_value = float(stats.f.sf(statistic, lack_dof, pure_dof))
     return p_value if p_value < LACK_OF_FIT_P_VALUE else None
 
 

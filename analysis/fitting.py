@@ -99,15 +99,6 @@ class Fit:
         return {name: floor / max(float(largest[j]), 1e-300) for j, name in enumerate(self.law.coefficients)}
 
 
-def exponents_at_bounds(law: Law, theta: np.ndarray) -> list[str]:
-    """The exponents of a fit that sit on one of their bounds (within rounding)."""
-    bounds = law.bounds()
-    q = len(law.exponents)
-    tol = 1e-9 * np.maximum(1.0, np.abs(bounds))
-    at = (np.abs(theta[:q] - bounds[:, 0]) <= tol[:, 0]) | (np.abs(theta[:q] - bounds[:, 1]) <= tol[:, 1])
-    return [name for name, hit in zip(law.exponents, at, strict=True) if hit]
-
-
 def degenerate(problem: Problem, theta: np.ndarray) -> bool:
     """Whether a fit reduced its law to a simpler one that the points cannot tell apart from it: an
     exponent on a positive lower bound (the stand-in for an excluded 0, where a power term is a

@@ -46,8 +46,8 @@ from sweeper.errors import UserError
 
 CANDIDATES = ("power", "loglog", "curved")  # the default ensemble for one x column
 MAX_ORIGINS = 3  # rolling origins: each of the largest (up to) three scales held out in turn...
-FEW_SCALES = 6  # ...on a ladder of at most this many scales; on more, origins at these fractions of the
-ORIGIN_SPANS = (0.15, 0.3, 0.45)  # log-x span below the largest x (held-out range 1.4-8x on 3 decades)
+FEW_SCALES = 6  # ...on a ladder of at most this many scales; on more, origins at these shares of each
+ORIGIN_SPANS = (0.15, 0.3, 0.45)  # group's log-x span below its largest x (on 3 decades: 2.8x, 7.9x, 22x)
 MIN_WEIGHT = 0.02  # a candidate below this share of the weight is dropped (and the rest renormalised)
 STACKING_ITERATIONS = 100  # EM steps for the stacking weights (converged to ~1e-4 on the benchmarks)
 STACKING_PRIOR = 0.1  # pseudo-points per candidate in the stacking weights (a Dirichlet(1.1) prior)
@@ -95,20 +95,38 @@ class Design:
     def origins(self) -> list[int]:
         """Held-out scales of the rolling-origin backtest, largest first; each keeps >= 2 scales below.
         A ladder of a few scales holds out each of its largest in turn. Many closely spaced scales (a
-        table of hundreds of runs) would then only test extrapolations of a hair, so there the origins
-        sit at fixed fractions of the log-x span below the largest (ORIGIN_SPANS)."""
+        table of hundreds of runs) would then only test extrapolations of a hair, so there each origin
+        sits where a fixed share of every group's own log-x span lies above it (ORIGIN_SPANS)."""
         top = int(self.levels.max())
         if top + 1 <= FEW_SCALES:
             return [o for o in range(top, top - MAX_ORIGINS, -1) if o >= 2]
-        log_x = np.log(self.X[:, 0])
-        span = log_x.max() - log_x.min()
+        position = np.zeros(len(self.levels))  # 0 at each group's largest x, -1 at its smallest
+        for g in np.unique(self.groups):
+            mine = self.groups == g
+            u = _coordinate(self.X[mine, 0])
+            position[mine] = (u - u.max()) / (float(np.ptp(u)) or 1.0)
         origins = []
-        for fraction in ORIGIN_SPANS:
-            above = self.levels[log_x >= log_x.max() - fraction * span]
-            origin = int(above.min())
+        for share in ORIGIN_SPANS:
+            above = self.levels[position >= -share]
+            origin = int(above.min()) if above.size else -1
             if origin >= 2 and origin not in origins:
                 origins.append(origin)
         return origins
+
+
+def scale_index(X: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """(n,) rank of each point's first input among its own group's distinct values (0 = smallest): the
+    scales a group's backtests hold out are its own, whatever grid the other groups are on."""
+    levels = np.zeros(len(groups), dtype=int)
+    for g in np.unique(groups):
+        mine = groups == g
+        levels[mine] = np.unique(X[mine, 0], return_inverse=True)[1].reshape(-1)
+    return levels
+
+
+def _coordinate(values: np.ndarray) -> np.ndarray:
+    """log x where x is positive (a scale), else x itself (a link's loss, say)."""
+    return np.log(values) if (values > 0).all() else np.asarray(values, dtype=float)
 
 
 @dataclass(frozen=True)
@@ -140,9 +158,7 @@ class Backtest:
     errors: np.ndarray  # (V, B, m) forecast-space error, predicted - observed
     scales: np.ndarray  # (V, B, m) the variant's predictive scale there
     dofs: np.ndarray  # (V, m)
-    distance: np.ndarray  # (m,) log-distance beyond the fold's largest input of the group
-    folds: np.ndarray  # (m,) held-out scale (origin) of each point
-    rows: np.ndarray  # (m,) design row of each point
+    distance: np.ndarray  # (m,) distance beyond the fold's fitted inputs of the group (see `_distance`)
 
 
 @dataclass(frozen=True)
@@ -165,6 +181,7 @@ class Forecast:
     fits: dict = field(repr=False)  # variant name -> its units on every point
     noises: list = field(repr=False)  # per variant, its `Noise`
     design: Design = field(repr=False)
+    y: np.ndarray = field(repr=False)  # (B, n) the data sets forecast from
 
 
 def candidates(law_name: str | None, n_inputs: int, n_groups: int) -> list[Variant]:
@@ -191,8 +208,8 @@ def forecast(design: Design, y: np.ndarray, targets: list[Target], variants: lis
             for v in variants for fold in [FULL, *design.origins()]}
     usable = [v for v in variants if fits[(v.name, FULL)] is not None]
     if not usable:
-        raise UserError("no candidate law could be fitted to every group: "
-                        + ", ".join(v.name for v in variants) + "; add scales or use a law with fewer parameters")
+        raise UserError("no candidate law could be fitted to any group ("
+                        + ", ".join(v.name for v in variants) + "): add scales or use a law with fewer parameters")
     noises = [_noise(design, y, fits, usable, log_space, v) for v in usable]
     backtest = _backtest(design, y, usable, fits, noises, log_space)
     weights = _weights(backtest, len(y))
@@ -203,7 +220,7 @@ def forecast(design: Design, y: np.ndarray, targets: list[Target], variants: lis
     result = Forecast(variants=usable, targets=targets, estimate=np.empty((len(y), 0)), lower=np.empty((len(y), 0)),
                       upper=np.empty((len(y), 0)), weights=weights, tau=tau, noise=new_run, replicates=replicates,
                       replicate_dof=replicate_dof, backtest=backtest, calibrated=calibrated, starts=recorded,
-                      fits={v.name: fits[(v.name, FULL)] for v in usable}, noises=noises, design=design)
+                      fits={v.name: fits[(v.name, FULL)] for v in usable}, noises=noises, design=design, y=y)
     estimate, lower, upper = interval(result, targets, level)
     return replace(result, estimate=estimate, lower=lower, upper=upper)
 
@@ -251,7 +268,7 @@ def _fit_variant(design: Design, y: np.ndarray, variant: Variant, fold: int, sta
         local = {g: i for i, g in enumerate(batch)}
         data = FitData(X=design.X[rows], y=y[0, rows], groups=np.array([local[g] for g in design.groups[rows]]),
                        group_names=tuple(design.group_names[g] for g in batch))
-        if len(rows) < minimum_points(variant.law, len(batch)) or len(np.unique(data.X[:, 0])) < 2:
+        if len(rows) < minimum_points(variant.law, len(batch)):
             continue
         pieces.append(((variant.name, fold, tuple(batch)), rows, local, data))
     if search:
@@ -347,17 +364,35 @@ def _replicate_noise(design: Design, y: np.ndarray, log_space: bool) -> tuple[np
     if dof <= 0:
         return None, 0
     values = _transform(y, log_space)
+    finite = np.isfinite(values).all(axis=0)  # points every data set has (a simulated draw may lack some)
+    cells, values = cells[finite], values[:, finite]
     one_hot = np.eye(n_cells)[cells]  # (n, C)
-    means = (values @ one_hot) / one_hot.sum(axis=0)
+    counts = one_hot.sum(axis=0)
+    dof = len(cells) - int((counts > 0).sum())
+    if dof <= 0:
+        return None, 0
+    means = (values @ one_hot) / np.maximum(counts, 1)
     variance = ((values - means[:, cells]) ** 2).sum(axis=1) / dof
     return np.sqrt(variance), dof
 
 
 def _distance(design: Design, group_rows: np.ndarray, X: np.ndarray, below: int | None = None) -> float:
-    """Log-distance of X beyond the largest first input of the group's fitted points (0 inside them)."""
+    """How far X lies outside the box of the group's fitted inputs (0 inside it), the largest over the
+    inputs: in log units where an input is positive (a multiple of the largest or smallest x), else in
+    units of that input's fitted span."""
     rows = group_rows if below is None else group_rows & (design.levels < below)
-    largest = float(design.X[rows, 0].max())
-    return max(0.0, float(np.log(float(X[0]) / largest)))
+    fitted = design.X[rows]
+    target = np.asarray(X, dtype=float).reshape(-1)
+    farthest = 0.0
+    for j in range(fitted.shape[1]):
+        values, at = fitted[:, j], float(target[j])
+        if values.min() > 0 and at > 0:
+            values, at = np.log(values), float(np.log(at))
+        else:
+            span = float(np.ptp(values)) or 1.0
+            values, at = values / span, at / span
+        farthest = max(farthest, at - float(values.max()), float(values.min()) - at)
+    return farthest
 
 
 @dataclass(frozen=True)
@@ -449,8 +484,7 @@ def _backtest(design: Design, y: np.ndarray, variants: list[Variant], fits: dict
             scales[v][:, index] = spread.scale
             dofs[v, index] = spread.dof
     return Backtest(errors=errors, scales=scales, dofs=dofs,
-                    distance=np.array([c[2] for c in columns]), folds=np.array([c[0] for c in columns], dtype=int),
-                    rows=np.array([c[1] for c in columns], dtype=int))
+                    distance=np.array([c[2] for c in columns]))
 
 
 def _weights(backtest: Backtest, B: int) -> np.ndarray:
@@ -500,7 +534,10 @@ def _drift(backtest: Backtest, weights: np.ndarray) -> tuple[np.ndarray, bool]:
     with np.errstate(invalid="ignore", divide="ignore"):
         w = w / total
         centre = np.nansum(w * np.nan_to_num(backtest.errors), axis=0)  # the mixture's error (B, m)
-        variance = np.nansum(w * (np.nan_to_num(backtest.scales) ** 2
+        # A Student-t's variance is scale^2 nu / (nu - 2); with nu <= 2 it has none, and the factor at
+        # nu = 3 stands in (the tails are then at least that heavy).
+        inflation = np.where(backtest.dofs > 2, backtest.dofs / np.maximum(backtest.dofs - 2, 1e-12), 3.0)[:, None, :]
+        variance = np.nansum(w * (inflation * np.nan_to_num(backtest.scales) ** 2
                                   + (np.nan_to_num(backtest.errors) - centre) ** 2), axis=0)
     judged = total > 0
     # Pooled before the positive part: the excess of a single point, max(0, e^2 - s^2), is positive
@@ -567,8 +604,9 @@ def simulate_coverage(design: Design, reference: Forecast, level: float, draws: 
         units = reference.fits[variant.name]
         fitted.append(_centres(units, truth_points))
         at_targets.append(_centres(units, reference.targets))
-    means = np.stack(fitted)[picks]  # (draws, n) in forecast space
-    truths = np.stack(at_targets)[picks]  # (draws, T)
+    # A picked candidate that did not fit a group (too few scales of its own) leaves that group's points
+    # to the best candidate that did, so that every draw has every point.
+    means, truths = _fill(np.stack(fitted), picks, weights), _fill(np.stack(at_targets), picks, weights)
     simulated = means + noise * rng.standard_normal(means.shape)
     values = np.exp(simulated) if log_space else simulated
     result = forecast(design, values, reference.targets, reference.variants, level, starts=reference.starts)
@@ -579,6 +617,17 @@ def simulate_coverage(design: Design, reference: Forecast, level: float, draws: 
     return Coverage(draws=draws, level=level, covered=float(inside[judged].mean()) if judged.any() else float("nan"),
                     median_width=float(np.median(width[judged])) if judged.any() else float("nan"),
                     seconds=time.perf_counter() - started)
+
+
+def _fill(values: np.ndarray, picks: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """values (V, m) of each candidate -> (draws, m): the picked candidate's, or where it has none the
+    highest-weight candidate's that has one."""
+    chosen = values[picks]
+    order = np.argsort(-weights, kind="stable")
+    fallback = np.full(values.shape[1], np.nan)
+    for v in order[::-1]:  # the highest weight written last wins
+        fallback = np.where(np.isfinite(values[v]), values[v], fallback)
+    return np.where(np.isfinite(chosen), chosen, fallback[None, :])
 
 
 def _centres(units: list[Unit], points: list[Target]) -> np.ndarray:
@@ -605,7 +654,8 @@ class HeldOut:
 
     @property
     def inside(self) -> bool:
-        return bool(self.lower <= self.observed <= self.upper)
+        slack = 1e-9 * abs(self.observed)  # a noise-free fit's zero-width interval holds its point
+        return bool(self.lower - slack <= self.observed <= self.upper + slack)
 
     @property
     def relative_error(self) -> float:
@@ -613,27 +663,28 @@ class HeldOut:
 
 
 def backtest_largest(design: Design, y: np.ndarray, variants: list[Variant], level: float) -> tuple[list[HeldOut], str]:
-    """Hold out the largest scale, forecast it from the others with every step of `forecast` (its own
-    ensemble weights and drift from the smaller scales' backtests); ([], why) when that cannot be done."""
+    """Hold out each group's largest scale, forecast it from the group's smaller ones with every step of
+    `forecast` (its own ensemble weights and drift, from the smaller scales' backtests); ([], why) when
+    that cannot be done."""
     y = np.asarray(y, dtype=float).reshape(-1)
-    top = int(design.levels.max())
+    top = np.zeros(len(design.levels), dtype=int)
+    for g in np.unique(design.groups):
+        top[design.groups == g] = design.levels[design.groups == g].max()
     keep = design.levels < top
-    if len(set(design.levels[keep].tolist())) < 2:
-        return [], "fewer than two smaller scales"
     smaller = Design(X=design.X[keep], groups=design.groups[keep], group_names=design.group_names,
                      levels=design.levels[keep])
-    held = [i for i in np.flatnonzero(~keep) if (smaller.groups == design.groups[i]).any()]
+    held = [i for i in np.flatnonzero(~keep) if len(set(smaller.levels[smaller.groups == design.groups[i]])) >= 2]
     if not held:
-        return [], "no group has a smaller scale"
+        return [], "no group has two smaller scales"
     targets = [Target(int(design.groups[i]), "", design.X[i]) for i in held]
     try:
         result = forecast(smaller, y[keep], targets, variants, level)
     except UserError as err:
         return [], str(err)
-    return [HeldOut(group=t.group, X=t.X, observed=float(y[i]), estimate=float(result.estimate[0, j]),
-                    lower=float(result.lower[0, j]), upper=float(result.upper[0, j]))
-            for j, (i, t) in enumerate(zip(held, targets, strict=True))
-            if np.isfinite(result.estimate[0, j])], ""
+    points = [HeldOut(group=t.group, X=t.X, observed=float(y[i]), estimate=float(result.estimate[0, j]),
+                      lower=float(result.lower[0, j]), upper=float(result.upper[0, j]))
+              for j, (i, t) in enumerate(zip(held, targets, strict=True)) if np.isfinite(result.estimate[0, j])]
+    return points, "" if points else "no candidate fitted to the smaller scales could forecast the held-out points"
 
 
 def sample(result: Forecast, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -642,7 +693,12 @@ def sample(result: Forecast, count: int, rng: np.random.Generator) -> np.ndarray
     targets = result.targets
     centres, scales, dofs = _distributions(result, targets)
     centres, scales = centres[:, 0], scales[:, 0]  # (V, T)
-    picks = rng.choice(len(result.variants), size=count, p=result.weights[0])
-    noise = stats.t.rvs(dofs[picks][:, None], size=(count, len(targets)), random_state=rng)
-    draws = centres[picks] + scales[picks] * noise
+    draws = np.full((count, len(targets)), np.nan)
+    for j in range(len(targets)):  # per target among the candidates that predict it, as `interval` mixes them
+        valid = np.isfinite(centres[:, j]) & np.isfinite(scales[:, j]) & (result.weights[0] > 0)
+        if not valid.any():
+            continue
+        weights = np.where(valid, result.weights[0], 0.0)
+        picks = rng.choice(len(weights), size=count, p=weights / weights.sum())
+        draws[:, j] = centres[picks, j] + scales[picks, j] * stats.t.rvs(dofs[picks], random_state=rng)
     return np.exp(draws) if all(v.law.log_residuals for v in result.variants) else draws

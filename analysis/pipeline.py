@@ -35,6 +35,7 @@ from analysis.forecast import (
     candidates,
     forecast,
     sample,
+    scale_index,
     simulate_coverage,
 )
 from analysis.laws import LAWS, Law
@@ -276,7 +277,7 @@ def _outlook(data: FitData, levels: np.ndarray, level_names: list[str], y: str,
     """The headline forecast: the ensemble (or the one --law) averaged and calibrated on the data's own
     backtests, its coverage on simulated draws of this design, its leave-largest-out backtest and, per
     target, which group is best and how sure."""
-    design = Design(X=data.X, groups=data.groups, group_names=data.group_names, levels=levels)
+    design = Design(X=data.X, groups=data.groups, group_names=data.group_names, levels=scale_index(data.X, data.groups))
     variants = candidates(options.law, data.X.shape[1], len(data.group_names))
     targets = [Target(data.group_names.index(group), label, X[0]) for group, pairs in points.items()
                for label, X in pairs]
@@ -289,12 +290,15 @@ def _outlook(data: FitData, levels: np.ndarray, level_names: list[str], y: str,
     step(f"{y}: forecast backtest without {level_names[-1]}")
     held_out, note = backtest_largest(design, data.y, variants, options.level)
     default_held_out = None
-    if options.law is not None and data.X.shape[1] == 1:
+    if options.law is not None and data.X.shape[1] == 1 and LAWS.get(options.law).log_residuals:
         step(f"{y}: backtest of the default forecast, to compare --law {options.law} with")
         default_held_out, _ = backtest_largest(design, data.y, candidates(None, 1, len(data.group_names)),
                                                options.level)
+    # Each group's own largest scale is held out: one name when they are the same scale.
+    tops = {int(levels[data.groups == g].max()) for g in range(len(data.group_names))}
+    held_out_level = level_names[tops.pop()] if len(tops) == 1 else "each group's largest scale"
     return Outlook(design=design, result=result, coverage=coverage, held_out=held_out,
-                   held_out_level=level_names[int(levels.max())], held_out_note=note,
+                   held_out_level=held_out_level, held_out_note=note,
                    win=_wins(result, data.group_names, y, rng), default_held_out=default_held_out)
 
 
@@ -378,7 +382,9 @@ def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, coun
     )
     has_settings = "settings" in evals.columns
     # Loss draws at every forecast target, shared by the links (draw b pairs with link refit b).
-    losses = sample(main.outlook.result, len(counts), rng) if main.outlook is not None and len(counts) else np.empty((0, 0))
+    outlook = main.outlook
+    losses = (sample(outlook.result, len(counts), rng) if outlook is not None and len(counts)
+              else np.empty((0, len(outlook.result.targets) if outlook is not None else 0)))
     links = []
     for (task, metric), pairs in joined.group_by(["task", "metric"], maintain_order=True):
         rows = pairs["row"].to_numpy()

@@ -32,7 +32,7 @@ def write_figures(analysis: Analysis, folder: Path) -> list[Path]:
     from matplotlib.figure import Figure  # heavy: only when drawing
 
     written = []
-    if analysis.main.outlook is not None and analysis.main.data.X.shape[1] == 1:
+    if analysis.main.outlook is not None and analysis.main.data.X.shape[1] == 1 and (analysis.main.data.X > 0).all():
         path = folder / "forecast.png"
         _save(_forecast_figure(Figure, analysis.main, analysis.options.level), path)
         written.append(path)

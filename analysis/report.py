@@ -106,22 +106,26 @@ def forecast_blocks(analysis: Analysis) -> list[Block]:
 
 
 def _replicate_blocks(analysis: Analysis) -> list[Block]:
-    """Each cell's mean and sample sd over its replicates (seeds), where it has several."""
+    """Each cell's (same group and inputs) mean and sample sd over its replicates, where it has several."""
     main = analysis.main
-    data, levels = main.data, analysis.levels
+    design, data = main.outlook.design, main.data
+    cells = design.cells
     rows = []
-    for group, name in enumerate(data.group_names):
-        for level, scale in enumerate(analysis.level_names):
-            values = data.y[(data.groups == group) & (levels == level)]
-            if len(values) > 1:
-                rows.append((name, scale, str(len(values)), number(float(values.mean())),
-                             number(float(values.std(ddof=1)), 2), percent(float(values.std(ddof=1) / values.mean()))))
+    for cell in range(int(cells.max()) + 1):
+        members = np.flatnonzero(cells == cell)
+        if len(members) < 2:
+            continue
+        values = data.y[members]
+        at = ", ".join(number(v) for v in data.X[members[0]])
+        sd = float(values.std(ddof=1))
+        rows.append((data.group_names[data.groups[members[0]]], at, str(len(values)), number(float(values.mean())),
+                     number(sd, 2), percent(sd / float(values.mean()))))
     if not rows:
         return []
     return [Block("h3", "Replicates"),
-            Block("p", f"Cells run with several seeds: mean and sample sd of {main.y} (their scatter is the noise of a "
-                       "new run in the forecast)."),
-            Block("table", items=((analysis.by or "group", analysis.size, "runs", "mean", "sd", "sd / mean"), rows))]
+            Block("p", f"Cells run several times (same {analysis.by or 'group'} and `{', '.join(main.x)}`): mean and "
+                       f"sample sd of {main.y}; their scatter is the noise of a new run in the forecast."),
+            Block("table", items=((analysis.by or "group", ", ".join(main.x), "runs", "mean", "sd", "sd / mean"), rows))]
 
 
 def _calibration_text(analysis: Analysis) -> str:

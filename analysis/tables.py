@@ -108,7 +108,7 @@ def _outlook_rows(study: Study, base: dict) -> list[dict]:
                      note="sd added per unit log(x / largest x) beyond the data, from the backtests' excess error"
                      + ("" if result.calibrated else "; UNCALIBRATED: no backtest could be made")))
     rows.append(_row("forecast", **common, name="new_run_sd", estimate=float(result.noise[0]),
-                     note="sd of a new run in " + ("log y" if study.law.log_residuals else "y")
+                     note="sd of a new run in " + ("log y" if all(v.law.log_residuals for v in result.variants) else "y")
                      + (" (from replicates)" if result.replicates is not None else " (from the residuals)")))
     if outlook.coverage is not None:
         rows.append(_row("forecast", **common, name="simulated_coverage", estimate=outlook.coverage.covered,
@@ -175,7 +175,9 @@ def to_json(analysis: Analysis, table: pl.DataFrame) -> dict:
         "source": str(analysis.source.path),
         "options": json.loads(analysis.options.model_dump_json()),
         "x": list(analysis.main.x), "y": analysis.main.y, "by": analysis.by, "law": analysis.main.law.name,
+        # The fit to act on: the forecast where there is one; the better single-law fit beside it.
         "scales": analysis.level_names, "preferred_fit": analysis.main.headline,
+        "preferred_single_fit": analysis.main.preferred,
         "forecast": _forecast_json(analysis),
         "warnings": analysis.warnings, "notes": analysis.notes, "provenance": analysis.provenance, "results": rows,
     }

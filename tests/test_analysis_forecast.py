@@ -276,3 +276,5 @@ def test_a_report_on_replicated_cells_shows_their_mean_and_spread(run_cli, tmp_p
     assert "### Replicates" in markdown and "from replicates" in markdown
     first = y[:3]
     assert f"| g0 | 1e+09 | 3 | {first.mean():.4g} |" in markdown
+    section = markdown.split("### Replicates")[1].split("\n#")[0]
+    assert len([line for line in section.splitlines() if line.startswith("| g")]) == 12  # a row per cell
