@@ -105,6 +105,21 @@ class Problem:
         raw = np.log(coefficients) if self.law.positive_coefficients else coefficients
         return np.concatenate([exponents, raw.reshape(len(raw), -1)], axis=1)
 
+    def residual(self, theta: np.ndarray) -> np.ndarray:
+        """Residuals (B, n) alone: what `evaluate` gives without building the Jacobian (the loss of a
+        trial step needs no derivative, and it is half of every iteration's evaluations)."""
+        phi, _ = self.law.basis(theta[:, : self.n_exponents], self.X)
+        value = (phi * self.coefficients(theta)[:, self.groups, :]).sum(axis=2)
+        return self._residual(value)
+
+    def _residual(self, value: np.ndarray) -> np.ndarray:
+        if self.law.log_link:  # log y is the linear predictor itself
+            return value - np.log(self.y)
+        if not self.law.log_residuals:
+            return value - self.y
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.log(value) - np.log(self.y)
+
     def evaluate(self, theta: np.ndarray, natural: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Residuals (B, n) and their Jacobian (B, n, P) in theta (or, with `natural`, in the natural
         coefficients c instead of u = log c: used to judge identifiability, which must not depend on
@@ -124,13 +139,10 @@ class Problem:
             k = self.n_coefficients
             columns = q + self.groups[:, None] * k + np.arange(k)  # (n, k)
             jac[:, np.arange(n)[:, None], columns] = d_coef
-        if self.law.log_link:  # log y is the linear predictor itself
-            return value - np.log(self.y), jac
-        if not self.law.log_residuals:
-            return value - self.y, jac
-        with np.errstate(invalid="ignore", divide="ignore"):
-            residual = np.log(value) - np.log(self.y)
-        return residual, jac / value[..., None]
+        residual = self._residual(value)
+        if self.law.log_residuals and not self.law.log_link:
+            return residual, jac / value[..., None]
+        return residual, jac
 
 
 def huber(residual: np.ndarray, delta: float | None) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +156,7 @@ def huber(residual: np.ndarray, delta: float | None) -> tuple[np.ndarray, np.nda
 
 def objective(problem: Problem, theta: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Summed (weighted) loss per problem (B,); inf where the law cannot be evaluated."""
-    residual, _ = problem.evaluate(theta)
+    residual = problem.residual(theta)
     loss, _ = huber(residual, problem.delta)
     weights = np.broadcast_to(weights, residual.shape)
     total = (weights * np.where(weights > 0, loss, 0.0)).sum(axis=1)
@@ -153,7 +165,7 @@ def objective(problem: Problem, theta: np.ndarray, weights: np.ndarray) -> np.nd
 
 def exact(problem: Problem, theta: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Whether each fit passes through all its weighted points to rounding level (B,)."""
-    residual, _ = problem.evaluate(theta)
+    residual = problem.residual(theta)
     scale = 1.0 if problem.law.log_residuals else max(float(np.abs(problem.y).max()), 1e-300)
     used = np.where(np.broadcast_to(weights, residual.shape) > 0, np.abs(residual), 0.0)
     return used.max(axis=1) <= EXACT_TOL * scale
