@@ -49,11 +49,12 @@ MAX_ORIGINS = 3  # rolling origins: each of the largest (up to) three scales hel
 FEW_SCALES = 6  # ...on a ladder of at most this many scales; on more, origins at these shares of each
 ORIGIN_SPANS = (0.15, 0.3, 0.45)  # group's log-x span below its largest x (on 3 decades: 2.8x, 7.9x, 22x)
 MIN_WEIGHT = 0.02  # a candidate below this share of the weight is dropped (and the rest renormalised)
-STACKING_ITERATIONS = 100  # EM steps for the stacking weights (converged to ~1e-4 on the benchmarks)
+STACKING_ITERATIONS = 100  # EM steps for the stacking weights (a fixed count: batched over draws)
 STACKING_PRIOR = 0.1  # pseudo-points per candidate in the stacking weights (a Dirichlet(1.1) prior)
 SIMULATED_DRAWS = 200  # draws behind the calibration line of every report
 # A simulated draw starts at the real data's optimum and moves by its noise: a few Gauss-Newton steps
-# reach its own. The cap bounds the rare slow draw (measured: the cap changes no coverage figure).
+# reach its own. The cap bounds the rare slow draw (the full-search check of
+# benchmarks/forecast_coverage.py --check agrees with the capped draws).
 POLISH_ITERATIONS = 50
 FULL = -1  # the fold that uses every point
 
