@@ -665,6 +665,12 @@ class HeldOut:
         return self.estimate / self.observed - 1.0
 
 
+def summarize(points: list[HeldOut]) -> tuple[int, int, float | None]:
+    """(points inside their interval, points, mean |relative error| or None without points)."""
+    mean = float(np.mean([abs(p.relative_error) for p in points])) if points else None
+    return sum(p.inside for p in points), len(points), mean
+
+
 def backtest_largest(design: Design, y: np.ndarray, variants: list[Variant], level: float) -> tuple[list[HeldOut], str]:
     """Hold out each group's largest scale, forecast it from the group's smaller ones with every step of
     `forecast` (its own ensemble weights and drift, from the smaller scales' backtests); ([], why) when

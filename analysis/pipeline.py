@@ -106,8 +106,6 @@ class Outlook:
     # With --law: the default ensemble's leave-largest-out backtest on the same points, to compare with.
     default_held_out: list[HeldOut] | None = None
 
-    def inside(self) -> tuple[int, int]:
-        return sum(p.inside for p in self.held_out), len(self.held_out)
 
 
 @dataclass(frozen=True)
@@ -287,16 +285,16 @@ def _outlook(data: FitData, levels: np.ndarray, level_names: list[str], y: str,
     if targets:
         step(f"{y}: calibration check on simulated draws")
         coverage = simulate_coverage(design, result, options.level, seed=options.seed)
-    step(f"{y}: forecast backtest without {level_names[-1]}")
+    # Each group's own largest scale is held out: one name when they are the same scale.
+    tops = {int(levels[data.groups == g].max()) for g in range(len(data.group_names))}
+    held_out_level = level_names[tops.pop()] if len(tops) == 1 else "each group's largest scale"
+    step(f"{y}: forecast backtest without {held_out_level}")
     held_out, note = backtest_largest(design, data.y, variants, options.level)
     default_held_out = None
     if options.law is not None and data.X.shape[1] == 1 and LAWS.get(options.law).log_residuals:
         step(f"{y}: backtest of the default forecast, to compare --law {options.law} with")
         default_held_out, _ = backtest_largest(design, data.y, candidates(None, 1, len(data.group_names)),
                                                options.level)
-    # Each group's own largest scale is held out: one name when they are the same scale.
-    tops = {int(levels[data.groups == g].max()) for g in range(len(data.group_names))}
-    held_out_level = level_names[tops.pop()] if len(tops) == 1 else "each group's largest scale"
     return Outlook(design=design, result=result, coverage=coverage, held_out=held_out,
                    held_out_level=held_out_level, held_out_note=note,
                    win=_wins(result, data.group_names, y, rng), default_held_out=default_held_out)

@@ -17,6 +17,7 @@ import numpy as np
 from analysis import bootstrap
 from analysis.curves import INDEPENDENT, JOINT, NOT_CONVERGED, Curve, Failure, describe_failures
 from analysis.downstream import LIKELIHOOD, LINK_P_VALUE, SCORED_BY, Link, ScorePrediction
+from analysis.forecast import summarize
 from analysis.formatting import number, percent, with_interval
 from analysis.laws import LOG_HUBER_DELTA
 from analysis.pipeline import EXTRAPOLATIONS, LARGEST_ASTRAIOS_BILLIONS, Analysis, Study, lower_is_better
@@ -141,20 +142,16 @@ def _calibration_text(analysis: Analysis) -> str:
              + _drift_text(result) + "."]
     if outlook.coverage is not None:
         parts.append(f"Calibration: {outlook.coverage.describe()}.")
-    inside, judged = outlook.inside()
+    inside, judged, error = summarize(outlook.held_out)
     if judged:
-        errors = [abs(p.relative_error) for p in outlook.held_out]
         parts.append(f"Backtest: forecast from the smaller scales alone, the observed {outlook.held_out_level} fell "
-                     f"inside its {level:.0%} interval for {inside} of {judged} (mean |error| "
-                     f"{percent(float(np.mean(errors)))}).")
+                     f"inside its {level:.0%} interval for {inside} of {judged} (mean |error| {percent(error)}).")
     else:
         parts.append(f"Backtest of the forecast at {outlook.held_out_level}: not possible ({outlook.held_out_note}).")
     if outlook.default_held_out:
-        default = outlook.default_held_out
-        errors = float(np.mean([abs(p.relative_error) for p in default]))
+        inside, judged, error = summarize(outlook.default_held_out)
         parts.append(f"For comparison, the default forecast (power, pure power and curved laws averaged) on the same "
-                     f"backtest: inside for {sum(p.inside for p in default)} of {len(default)}, mean |error| "
-                     f"{percent(errors)}.")
+                     f"backtest: inside for {inside} of {judged}, mean |error| {percent(error)}.")
     return " ".join(parts)
 
 

@@ -16,6 +16,7 @@ import polars as pl
 
 from analysis import bootstrap
 from analysis.curves import INDEPENDENT, NOT_CONVERGED, Curve
+from analysis.forecast import summarize
 from analysis.pipeline import FORECAST, Analysis, Study
 from sweeper.io import atomic_write, atomic_write_json
 
@@ -189,7 +190,7 @@ def _forecast_json(analysis: Analysis) -> dict | None:
     if outlook is None:
         return None
     result, level = outlook.result, analysis.options.level
-    inside, judged = outlook.inside()
+    inside, judged, error = summarize(outlook.held_out)
 
     def finite(value: float) -> float | None:
         return float(value) if math.isfinite(value) else None
@@ -206,13 +207,9 @@ def _forecast_json(analysis: Analysis) -> dict | None:
             "draws": outlook.coverage.draws, "covered": outlook.coverage.covered,
             "median_width": outlook.coverage.median_width, "text": outlook.coverage.describe()},
         "backtest": {"held_out": outlook.held_out_level, "inside": inside, "judged": judged,
-                     "mean_abs_relative_error": _mean_error(outlook.held_out), "note": outlook.held_out_note},
-        "default_backtest": None if outlook.default_held_out is None else {
-            "inside": sum(p.inside for p in outlook.default_held_out), "judged": len(outlook.default_held_out),
-            "mean_abs_relative_error": _mean_error(outlook.default_held_out)},
+                     "mean_abs_relative_error": error, "note": outlook.held_out_note},
+        "default_backtest": None if outlook.default_held_out is None else dict(
+            zip(("inside", "judged", "mean_abs_relative_error"), summarize(outlook.default_held_out), strict=True)),
         "best": [{"label": w.label, "group": w.best, "probability": w.probability} for w in outlook.win],
     }
 
-
-def _mean_error(points) -> float | None:
-    return float(np.mean([abs(p.relative_error) for p in points])) if points else None
