@@ -1,12 +1,17 @@
 """Bootstrap uncertainty: refit on resampled points, read percentile intervals off the refits.
 
 Resampling is stratified by group: points are drawn with replacement within each method, so that every
-method keeps its number of points; repeated runs of a cell (seeds) are points like any other. (Resampling
-within each method x scale cell instead shrinks the variance by (m-1)/m for m repeats: with 3 seeds,
-nominal 95% intervals covered the truth in only ~88% of synthetic draws.) A resample is a vector of
-counts per point, so all resamples are one batched weighted fit started from the full-data fit. A resample whose points cannot pin down every parameter (e.g. only two distinct
-scales drawn for a three-parameter law) is left out and counted, as is one whose fit does not
-converge: the intervals say how many resamples they rest on.
+method keeps its number of points; the replicates (seeds) of a cell are points like any other. That is
+the calibrated one of four schemes measured on 4 scales x 7 methods x 3 seeds with a known truth
+(`benchmarks/bootstrap_coverage.py`, 200 draws; share of 95% intervals holding the curve at 2.2x the
+largest scale, median width): points within a method 94.9% (0.99%); a method's cells drawn whole
+97.2% (1.41%); cells drawn, then each drawn cell's replicates (the two-stage scheme of Davison &
+Hinkley 1997, sec. 3.8) 99.9% (1.99%); only the replicates within each cell 86.1% (0.75%: it keeps
+every scale, so it misses the between-scale variation the law's parameters rest on). A resample is a
+vector of counts per point, so all resamples are one batched weighted fit started from the full-data
+fit. A resample whose points cannot pin down every parameter (e.g. only two distinct scales drawn for
+a three-parameter law) is left out and counted, as is one whose fit does not converge: the intervals
+say how many resamples they rest on.
 """
 
 from dataclasses import dataclass

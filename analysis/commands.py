@@ -119,10 +119,11 @@ def _run(source: str, options, out: str | None, quiet: bool, backtest: bool, wit
     from analysis.report import write_report
     from analysis.sources import load_source
     from analysis.tables import results_table, write_tables
+    from analysis.workers import pool
 
     loaded = load_source(source)
     folder = Path(out) if out else (loaded.path / "analysis" if loaded.is_sweep else Path(f"analysis-{loaded.path.stem}"))
-    with progress(enabled=not quiet) as step:
+    with pool(), progress(enabled=not quiet) as step:
         analysis = analyze(loaded, options, backtest=backtest, step=step)
         step("writing figures")
         folder.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis import bootstrap
+from analysis import bootstrap, workers
 from analysis.fitting import Fit, FitData, fit, minimum_points, too_few_points
 from analysis.laws import Law
 
@@ -79,24 +79,24 @@ def fit_curves(
 ) -> Curves:
     """Fit every group alone and (with several groups) jointly; bootstrap each on `counts`
     (resamples x points, see `bootstrap.resample_counts`; zero rows for no bootstrap). A fit that
-    fails is recorded in `failures`; bad values (x <= 0 for a power law) still raise UserError."""
-    independent, failures = {}, []
+    fails is recorded in `failures`; bad values (x <= 0 for a power law) still raise UserError. The fits
+    are independent of each other: inside `analysis.workers.pool()` they run on its workers."""
+    jobs = []
+    if len(data.group_names) > 1:  # first: the largest job starts first
+        jobs.append((JOINT, JOINT, law, data, np.arange(len(data.y)), counts, f"{what}, joint fit"))
     for index, group in enumerate(data.group_names):
         rows = np.flatnonzero(data.groups == index)
-        step(f"{what}: {group}")
-        result = _curve(INDEPENDENT, group, law, data.subset(data.groups == index), rows, counts, f"{what}, {group}")
+        jobs.append((INDEPENDENT, group, law, data.subset(data.groups == index), rows, counts, f"{what}, {group}"))
+    step(f"{what}: {len(data.group_names)} independent fits" + (" and the joint fit" if len(jobs) > len(data.group_names) else ""))
+    independent, joint, failures = {}, None, []
+    for (kind, group, *_), result in zip(jobs, workers.starmap(_curve, jobs)):
         if isinstance(result, Failure):
             failures.append(result)
+        elif kind == JOINT:
+            joint = result
         else:
             independent[group] = result
-    joint = None
-    if len(data.group_names) > 1:
-        step(f"{what}: joint fit")
-        result = _curve(JOINT, JOINT, law, data, np.arange(len(data.y)), counts, f"{what}, joint fit")
-        if isinstance(result, Failure):
-            failures.append(result)
-        else:
-            joint = result
+    failures.sort(key=lambda failure: failure.kind == JOINT)  # independent ones first, in group order
     return Curves(law=law, data=data, independent=independent, joint=joint, failures=tuple(failures))
 
 

@@ -78,10 +78,10 @@ def _bounds(units: list[Unit], group_names: tuple[str, ...], y: np.ndarray) -> t
         bounds = law.bounds()
         for j, name in enumerate(law.exponents):
             low, high = bounds[j]
-            if theta[j] <= low + 1e-6 * max(1.0, abs(low)):
+            if np.isfinite(low) and theta[j] <= low + 1e-6 * max(1.0, abs(low)):
                 exponents.append(f"{_groups(unit, group_names)}: {name} on its lower bound "
                                  + ("0 (excluded)" if low > 0 else number(low)))
-            elif theta[j] >= high - 1e-6 * max(1.0, abs(high)):
+            elif np.isfinite(high) and theta[j] >= high - 1e-6 * max(1.0, abs(high)):
                 exponents.append(f"{_groups(unit, group_names)}: {name} on its upper bound {number(high)}")
         if "E" not in law.coefficients:
             continue

@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, NonNegativeInt
 
-from analysis import bootstrap, downstream
+from analysis import bootstrap, downstream, workers
 from analysis.backtest import Backtest, run_backtest
 from analysis.compare import Comparison, compare, preferred
 from analysis.curves import INDEPENDENT, JOINT, Curves, describe_failures, fit_curves
@@ -383,15 +383,17 @@ def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, coun
     outlook = main.outlook
     losses = (sample(outlook.result, len(counts), rng) if outlook is not None and len(counts)
               else np.empty((0, len(outlook.result.targets) if outlook is not None else 0)))
-    links = []
+    jobs = []
     for (task, metric), pairs in joined.group_by(["task", "metric"], maintain_order=True):
         rows = pairs["row"].to_numpy()
-        step(f"link {task}/{metric}")
         settings = (evals.filter((pl.col("task") == task) & (pl.col("metric") == metric))["settings"]
                     .cast(pl.String).unique().to_list() if has_settings else [])
         scored_by, chance = downstream.scoring(str(task), str(metric), settings)
-        link = downstream.fit_link(link_law, str(task), str(metric), main.data.y[rows], pairs["value"].to_numpy(),
-                                   rows, counts, scored_by, chance)
+        jobs.append((link_law, str(task), str(metric), main.data.y[rows], pairs["value"].to_numpy(), rows, counts,
+                     scored_by, chance))
+    step(f"loss -> score links of {len(jobs)} task metric(s)")
+    links = []
+    for link in workers.starmap(downstream.fit_link, jobs):  # independent fits: on the pool's workers
         if link.fit is not None and link.tracks_loss:
             for j, prediction in enumerate(p for p in main.predictions if p.kind == main.headline):
                 if main.outlook is not None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import bootstrap
+from analysis import bootstrap, workers
 from analysis.curves import INDEPENDENT, JOINT, Curve
 from analysis.downstream import Link
 from analysis.forecast import Target, interval
@@ -28,28 +28,27 @@ GRID_POINTS = 120
 
 
 def write_figures(analysis: Analysis, folder: Path) -> list[Path]:
-    """Every figure of the analysis into `folder`; returns the paths written."""
-    from matplotlib.figure import Figure  # heavy: only when drawing
-
-    written = []
+    """Every figure of the analysis into `folder` (on the workers of `analysis.workers.pool()` when one
+    is open: each figure is drawn on its own); returns the paths written."""
+    jobs = []
     if analysis.main.outlook is not None and analysis.main.data.X.shape[1] == 1 and (analysis.main.data.X > 0).all():
-        path = folder / "forecast.png"
-        _save(_forecast_figure(Figure, analysis.main, analysis.options.level), path)
-        written.append(path)
+        jobs.append((_forecast_figure, folder / "forecast.png", analysis.main, analysis.options.level))
     for study in filter(None, (analysis.main, analysis.alternative)):
-        path = folder / f"curves-{_slug(','.join(study.x))}.png"
-        _save(_curves_figure(Figure, study, analysis.options.level), path)
-        written.append(path)
+        jobs.append((_curves_figure, folder / f"curves-{_slug(','.join(study.x))}.png", study, analysis.options.level))
     for link in analysis.links:
         if link.fit is not None:
-            path = folder / f"link-{_slug(link.task + '-' + link.metric)}.png"
-            _save(_link_figure(Figure, link, analysis), path)
-            written.append(path)
+            jobs.append((_link_figure, folder / f"link-{_slug(link.task + '-' + link.metric)}.png", link, analysis))
     if analysis.main.backtest and analysis.main.backtest.points:
-        path = folder / "backtest.png"
-        _save(_backtest_figure(Figure, analysis.main), path)
-        written.append(path)
-    return written
+        jobs.append((_backtest_figure, folder / "backtest.png", analysis.main))
+    workers.starmap(_render, jobs)
+    return [job[1] for job in jobs]
+
+
+def _render(draw, path: Path, *inputs) -> None:
+    """Draw one figure with `draw(Figure, *inputs)` and write it to `path`."""
+    from matplotlib.figure import Figure  # heavy: only when drawing
+
+    _save(draw(Figure, *inputs), path)
 
 
 def _slug(text: str) -> str:

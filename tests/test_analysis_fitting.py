@@ -182,3 +182,28 @@ def test_a_joint_fit_that_cannot_be_pinned_down_counts_all_its_parameters():
     data = FitData(X=X, y=y, groups=np.repeat(np.arange(3), 3), group_names=("a", "b", "c"))
     failure = _curve(JOINT, "all", LAWS.get("power"), data, np.arange(9), np.zeros((0, 9), dtype=int), "joint")
     assert failure.n_params == 7 and "cannot pin down the 7 parameters" in failure.reason
+
+
+def test_fits_on_worker_processes_equal_the_serial_ones():
+    """`workers.pool()` runs the independent and joint fits (each with its bootstrap) on forked workers:
+    the same curves, failures in the same order, and the pool closed after the block."""
+    from analysis import workers
+
+    x = np.tile(np.geomspace(1e6, 1e9, 4), 3)
+    groups = np.repeat(np.arange(3), 4)
+    y = (1.5 + 40.0 * x ** -0.3) * np.exp(np.random.default_rng(4).normal(0.0, 0.01, len(x)))
+    y[8:] = [2.0, 2.1, 1.9, 2.2]  # group c does not fall: its fit fails
+    data = FitData(X=x[:, None], y=y, groups=groups, group_names=("a", "b", "c"))
+    counts = bootstrap.resample_counts(groups, 200, np.random.default_rng(1))
+    law = LAWS.get("power")
+    serial = fit_curves(law, data, counts, "serial")
+    assert serial.failures and serial.joint is not None and len(serial.independent) == 2
+    with workers.pool(2):
+        assert workers._active is not None
+        parallel = fit_curves(law, data, counts, "serial")
+    assert workers._active is None
+    assert [c.kind for c in parallel.all()] == [c.kind for c in serial.all()]
+    for ours, theirs in zip(parallel.all(), serial.all()):
+        np.testing.assert_array_equal(ours.fit.theta, theirs.fit.theta)
+        np.testing.assert_array_equal(ours.boot.thetas, theirs.boot.thetas)
+    assert [(f.kind, f.group, f.reason) for f in parallel.failures] == [(f.kind, f.group, f.reason) for f in serial.failures]
