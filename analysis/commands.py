@@ -1,6 +1,7 @@
 """`sweeper fit` and `sweeper report`: thin wrappers over `analysis.pipeline` (heavy imports inside)."""
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +30,7 @@ DropOption = Annotated[bool, typer.Option(
 DefineOption = Annotated[list[str] | None, typer.Option(
     "--define", help='New column NAME=SQL expression (repeatable), e.g. D="Training FLOP" / (6 * "Model Size").')]
 WhereOption = Annotated[str | None, typer.Option("--where", help="Keep rows where this SQL condition holds, e.g. loss < 3.42.")]
-SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap resampling.")]
+SeedOption = Annotated[int, typer.Option("--seed", min=0, help="Seed of the bootstrap resampling.")]
 OutOption = Annotated[str | None, typer.Option(
     "--out", help="Output folder (default: <sweep>/analysis, or analysis-<file stem> in the current folder).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
@@ -120,9 +121,11 @@ def _run(source: str, options, out: str | None, quiet: bool, backtest: bool, wit
     from analysis.sources import load_source
     from analysis.tables import results_table, write_tables
     from analysis.workers import pool
+    from sweeper.launch import check_writable
 
     loaded = load_source(source)
     folder = Path(out) if out else (loaded.path / "analysis" if loaded.is_sweep else Path(f"analysis-{loaded.path.stem}"))
+    check_writable(folder)  # before the work, not after it
     with pool(), progress(enabled=not quiet) as step:
         analysis = analyze(loaded, options, backtest=backtest, step=step)
         step("writing figures")
@@ -142,14 +145,19 @@ def _split(text: str | None) -> tuple[str, ...] | None:
 
 def _points(text: str | None) -> tuple[tuple[float, ...], ...]:
     """--predict 3.4e10,7e10 or N:D,N:D -> points."""
-    if not text:
+    if text is None:
         return ()
     points = []
-    for point in _split(text) or ():
+    if not _split(text):
+        raise UserError(f"--predict {text!r}: expected numbers such as 3.4e10,7e10 (or N:D pairs)")
+    for point in _split(text):
         try:
-            points.append(tuple(float(value) for value in point.split(":")))
+            values = tuple(float(value) for value in point.split(":"))
         except ValueError:
             raise UserError(f"--predict {text!r}: {point!r} is not a number (or N:D pair of numbers)") from None
+        if not all(math.isfinite(value) for value in values):
+            raise UserError(f"--predict {text!r}: {point!r} is not a finite number")
+        points.append(values)
     return tuple(points)
 
 

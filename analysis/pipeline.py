@@ -163,7 +163,9 @@ def progress(enabled: bool) -> Iterator[Callable[[str], None]]:
 
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TextColumn("[{task.completed} fits]"),
                TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True, disable=not enabled) as bar:
+    console = Console(stderr=True)
+    # Off a terminal a transient bar draws nothing but still ends with a blank line on stderr.
+    with Progress(*columns, console=console, transient=True, disable=not (enabled and console.is_terminal)) as bar:
         task = bar.add_task("fitting", total=None)
         yield lambda text: bar.update(task, description=text, advance=1)
 
@@ -186,6 +188,7 @@ def analyze(source: Source, options: Options, backtest: bool = False,
             f"--law {law.name} ({law.formula}) takes {len(law.inputs)} x column(s) "
             f"({', '.join(law.inputs)}), but --x gives {len(x)}: {', '.join(x)}"
         )
+    _check_predict(options.predict, law)
     columns = list(dict.fromkeys([*x, y, *([by] if by else []), size]))
     require_columns(table, columns, where)
     require_numeric(table, [*x, y], where)
@@ -344,12 +347,6 @@ def _prediction_points(data: FitData, law: Law, predict: tuple[tuple[float, ...]
     for index, group in enumerate(data.group_names):
         rows = data.X[data.groups == index]
         if predict:
-            for point in predict:
-                if len(point) != len(law.inputs):
-                    raise UserError(
-                        f"--predict {':'.join(f'{v:g}' for v in point)}: the {law.name} law takes "
-                        f"{len(law.inputs)} value(s) per point ({':'.join(law.inputs)})"
-                    )
             points[group] = [(":".join(f"{v:.4g}" for v in point), np.array([point], dtype=float)) for point in predict]
         elif scale_defaults:
             largest = rows[np.argmax(rows[:, 0])]
@@ -448,6 +445,17 @@ def _usable_x(frame: pl.DataFrame, name: str) -> bool:
         return False
     values = frame[name].cast(pl.Float64)
     return values.null_count() == 0 and bool(values.is_finite().all()) and bool((values > 0).all())
+
+
+def _check_predict(predict: tuple[tuple[float, ...], ...], law: Law) -> None:
+    """Every --predict point has one value per input of the law, each > 0 where the law takes powers."""
+    for point in predict:
+        shown = ":".join(f"{v:g}" for v in point)
+        if len(point) != len(law.inputs):
+            raise UserError(f"--predict {shown}: the {law.name} law takes {len(law.inputs)} value(s) per point "
+                            f"({':'.join(law.inputs)})")
+        if law.positive_inputs and min(point) <= 0:
+            raise UserError(f"--predict {shown}: the {law.name} law takes powers of x, so every value must be > 0")
 
 
 def _check_positive(frame: pl.DataFrame, law: Law, x: tuple[str, ...], where: str) -> None:

@@ -57,12 +57,26 @@ def read_table(path: Path) -> pl.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
+            _check_unique_header(path)
             return pl.read_csv(path, infer_schema_length=None)
         if suffix in (".parquet", ".pq"):
             return pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as err:
         raise UserError(f"{path}: cannot read it as {suffix[1:]}: {first_line(err)}") from None
     raise UserError(f"{path}: expected a .csv or .parquet file or a sweep folder")
+
+
+def _check_unique_header(path: Path) -> None:
+    """polars renames a repeated CSV column to NAME_duplicated_0: which of the two is meant is the
+    user's to say, so a repeated name is an error, not a silent choice."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv.reader(handle), [])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise UserError(f"{path}: column(s) {', '.join(map(repr, repeated))} appear more than once in the header; "
+                        "expected unique column names")
 
 
 def _load_sweep(folder: Path) -> Source:

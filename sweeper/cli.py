@@ -4,6 +4,8 @@ Imports of torch, ray, transformers and friends happen inside the commands, so `
 stays instant. Exit codes: 0 ok, 2 bad input (one line on stderr, no traceback), 1 failure.
 """
 
+import math
+import re
 import sys
 import warnings
 from typing import Annotated
@@ -62,8 +64,28 @@ and the fewest GPUs of that size it fits on (--gpu-memory-gib picks another node
 """
 
 
-def _split(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+def _names(option: str, text: str | None) -> list[str] | None:
+    """A comma-separated option's names (None: the option was not given). Given but empty (an unset
+    shell variable, `--methods ''`) is a mistake, not a request for everything."""
+    if text is None:
+        return None
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise UserError(f"{option} {text!r}: expected a comma-separated list of names")
+    return names
+
+
+# host:port, optionally after ray://, http:// or https:// (a job address), or IPv6 in brackets.
+_ADDRESS = re.compile(r"^(ray://|https?://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})$")
+
+
+def _check_address(address: str | None) -> None:
+    if address is None or address in ("auto", "local"):
+        return
+    match = _ADDRESS.match(address)
+    if match is None or not 0 < int(match.group(3)) < 65536:
+        raise UserError(f"--address {address!r}: expected host:port (e.g. 10.0.0.5:6379), ray://host:port, "
+                        "'auto' or 'local'")
 
 
 @app.command(help=PLAN_HELP)
@@ -81,9 +103,9 @@ def plan(
     from sweeper import plan as planning
     from sweeper.space import load_space, select
 
-    if gpu_memory_gib is not None and not gpu_memory_gib > 0:
-        raise UserError(f"--gpu-memory-gib: expected a positive number of GiB (got {gpu_memory_gib})")
-    chosen = select(load_space(space, set_ or ()), _split(methods), _split(scales))
+    if gpu_memory_gib is not None and not 0 < gpu_memory_gib < math.inf:
+        raise UserError(f"--gpu-memory-gib: expected a positive finite number of GiB (got {gpu_memory_gib})")
+    chosen = select(load_space(space, set_ or ()), _names("--methods", methods), _names("--scales", scales))
     grid = planning.make_plan(chosen, gpu_memory_gib)
     if json_:
         typer.echo(planning.to_json(grid))
@@ -121,16 +143,23 @@ def launch_grid(
     A rerun skips finished cells, resumes unfinished trials from their checkpoints and retries
     failed ones (up to the space's max_retries)."""
     from sweeper import plan as planning
-    from sweeper.launch import LaunchOptions
+    from sweeper.launch import TRACKERS, LaunchOptions
     from sweeper.launch import launch_grid as run
     from sweeper.space import load_space, resolve_space_path, select
 
-    chosen = select(load_space(space, set_ or ()), _split(methods), _split(scales))
+    if tracking is not None and tracking not in TRACKERS:
+        raise UserError(f"--tracking: unknown tracker {tracking!r}; expected one of {', '.join(TRACKERS)}")
+    if eval_limit < 1:
+        raise UserError(f"--eval-limit: expected a positive number of problems (got {eval_limit})")
+    _check_address(address)
+    if storage is not None and not storage.strip():
+        raise UserError("--storage '': expected a shared folder or a URI such as s3://bucket/sweeps")
+    chosen = select(load_space(space, set_ or ()), _names("--methods", methods), _names("--scales", scales))
     grid = planning.make_plan(chosen)
+    planning.check_budget(grid, budget_usd)  # a dry run refuses what the real run would refuse
     if dry_run:
         planning.print_plan(grid)
         return
-    planning.check_budget(grid, budget_usd)
     options = LaunchOptions(out=out, address=address, storage=storage, fresh=fresh, force=force,
                             tracking=tracking)
     result = run(grid, str(resolve_space_path(space)), options)
@@ -168,6 +197,8 @@ def status(
 
     from sweeper.status import collect, print_status, status_json
 
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out}: a file, expected a sweep folder")
     summary = collect(Path(out))
     if json_:
         typer.echo(status_json(summary))
@@ -188,6 +219,8 @@ def cluster_check(
     from sweeper.console import console
 
     spec = validate_cluster(path)
+    for warning in spec.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     table = Table(title=f"{path}: valid; checkpoints and results on {spec.storage_path}")
     for column in ("node type", "head", "CPUs", "GPUs", "GPU", "GiB/GPU", "min", "max"):
         table.add_column(column)
@@ -214,6 +247,25 @@ app.command("fit")(analysis_commands.fit)
 app.command("report")(analysis_commands.report)
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The usage-error classes the parser may raise: click's, and the copy typer vendors (typer >= 0.29
+    ships its own click, whose ClickException is not click's; its public BadParameter derives from it)."""
+    vendored = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    try:
+        import click  # ray's dependency, and what extensions built on click raise
+    except ImportError:
+        return (vendored,)
+    return tuple({click.ClickException, vendored})
+
+
+def _one_line(err: Exception) -> str:
+    """A usage error as one line: the parser's message, and where to read the command's options."""
+    message = " ".join(err.format_message().split())
+    context = getattr(err, "ctx", None)
+    command = context.command_path if context is not None else "sweeper"
+    return f"{message} (see `{command} --help`)"
+
+
 def main() -> None:
     # peft still calls transformers' renamed `is_gradient_checkpointing` on every model it wraps; the
     # deprecation is theirs to fix and would otherwise print under every plan and launch.
@@ -223,8 +275,7 @@ def main() -> None:
         code = app(standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except UserError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
+        _fail(str(err))
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except typer.Abort:
@@ -232,10 +283,16 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
+    except Exception as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # `sweeper` or `sweeper launch` alone: the help
+            typer.echo(err.ctx.get_help())
+            sys.exit(2)
+        if isinstance(err, _usage_errors()):
+            _fail(_one_line(err))
         raise
+
+
+def _fail(message: str) -> None:
+    """Exit 2 with `error: <message>` on one line of stderr."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    sys.exit(2)

@@ -15,9 +15,14 @@ for AWS they read Ray's bundled defaults.yaml and never call AWS), then sweeper'
 - the head declares no GPUs and declares the `sweeper_driver` resource that trial drivers are pinned
   to; every node type has min_workers <= max_workers; a GPU node type really has GPUs;
 - storage is shared: `SWEEPER_STORAGE` (set in the containers' environment) is a URI such as
-  s3://bucket/path whenever the cluster can have more than one node.
+  s3://bucket/path whenever the cluster can have more than one node;
+- the dashboard and job API are not public: the head's `ray start` may bind `--dashboard-host` only to
+  a loopback address (Ray's default is 127.0.0.1), reached through `ray dashboard cluster.yaml`.
 
-Every failure is a one-line `UserError` naming the file, the field and what was expected.
+Every failure is a one-line `UserError` naming the file, the field and what was expected. What is
+allowed but unsafe is a warning (`ClusterSpec.warnings`): on AWS, a node type that runs with Ray's
+launcher role `ray-autoscaler-v1` (full EC2 and S3 access to the account), or with no instance profile
+on the head (the launcher then gives it that role), instead of a profile limited to what the node needs.
 
 `ClusterSpec.node_types` describes what each node type offers for the fit check (`check_cells_fit`):
 CPUs and GPUs from `resources` or, when not declared, from the small EC2 table below; GPU memory per GPU
@@ -109,6 +114,7 @@ class ClusterSpec:
     storage_path: str | None
     max_workers: int  # worker nodes beside the head, all types together
     multi_node: bool  # can the cluster have more than one node?
+    warnings: tuple[str, ...] = ()  # allowed but unsafe (see the module docstring)
 
 
 def load_cluster(path: str | Path) -> dict[str, Any]:
@@ -144,10 +150,12 @@ def validate_cluster(path_or_dict: str | Path | Mapping[str, Any], *, storage_pa
         node.get("max_workers", 0) > 0 for node in config["available_node_types"].values())
     spec = ClusterSpec(source=source, config=config, node_types=types,
                        storage_path=storage_path or _env_value(config, STORAGE_ENV, head=True),
-                       max_workers=config["max_workers"], multi_node=multi_node)
+                       max_workers=config["max_workers"], multi_node=multi_node,
+                       warnings=tuple(_role_warnings(config, source)) if provider["type"] == "aws" else ())
     _check_driver_resource(config, source, on_prem)
     _check_image(config, source)
     _check_auth(config, source)
+    _check_dashboard(config, source)
     _check_storage(spec)
     return spec
 
@@ -315,6 +323,45 @@ def _check_auth(config: dict[str, Any], source: str) -> None:
             raise UserError(f"{source}: docker.run_options: expected {AUTH_ENV}=token in the {role} containers' "
                             f"environment (or in the {role} start commands), got {mode or 'nothing'}: keep "
                             "Ray's token authentication on")
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+LAUNCHER_ROLE = "ray-autoscaler-v1"  # what Ray's AWS launcher gives a head without a profile
+
+
+def _check_dashboard(config: dict[str, Any], source: str) -> None:
+    """The dashboard serves the job API (run any command on the cluster) behind one token: it must not
+    listen beyond the head's loopback interface."""
+    for command in config.get("head_start_ray_commands", []):
+        words = shlex.split(command.replace(";", " ; "))
+        for index, word in enumerate(words):
+            host = None
+            if word.startswith("--dashboard-host="):
+                host = word.partition("=")[2]
+            elif word == "--dashboard-host" and index + 1 < len(words):
+                host = words[index + 1]
+            if host is not None and host not in LOOPBACK_HOSTS:
+                raise UserError(f"{source}: head_start_ray_commands: --dashboard-host={host} makes the dashboard "
+                                "and job API listen beyond the head; expected 127.0.0.1 (reach it with "
+                                "`ray dashboard cluster.yaml`, an ssh tunnel)")
+
+
+def _role_warnings(config: dict[str, Any], source: str) -> list[str]:
+    """Node types whose instance profile is (or defaults to) the launcher's broad role."""
+    warnings = []
+    head = config["head_node_type"]
+    for name, node in config["available_node_types"].items():
+        profile = (node.get("node_config") or {}).get("IamInstanceProfile")
+        if profile is None and name == head:
+            chosen = f"no IamInstanceProfile, so the launcher gives the head {LAUNCHER_ROLE}"
+        elif profile is not None and LAUNCHER_ROLE in str(profile.get("Name", profile.get("Arn", ""))):
+            chosen = f"IamInstanceProfile {LAUNCHER_ROLE}"
+        else:
+            continue
+        warnings.append(f"{source}: available_node_types.{name}.node_config: {chosen} (full EC2 and S3 access "
+                        "to the account); give it a profile limited to the sweep's bucket (see the README, "
+                        "'Least-privilege roles')")
+    return warnings
 
 
 def _check_storage(spec: ClusterSpec) -> None:

@@ -17,9 +17,11 @@ M = TypeVar("M", bound="Frozen")
 
 
 class Frozen(BaseModel):
-    """Base of every config: immutable, unknown keys rejected, numeric strings read as numbers."""
+    """Base of every config: immutable, unknown keys rejected, numeric strings read as numbers, finite."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True)
+    # inf and nan are never a setting: `lr: .inf` or `timeout: nan` is a typo that would otherwise
+    # plan, train or time out as if it were a number.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, validate_default=True, allow_inf_nan=False)
 
     @classmethod
     def parse(cls: type[M], data: Any, source: str) -> M:
@@ -97,3 +99,5 @@ def load_yaml(path: Path) -> Any:
         raise UserError(f"{path}: malformed YAML at {where}: {err.problem}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: malformed YAML: {err}") from None
+    except TypeError as err:  # a list or mapping used as a key (`? [a, b]`): yaml cannot hash it
+        raise UserError(f"{path}: malformed YAML: a key must be a plain value ({err})") from None

@@ -185,8 +185,8 @@ def parameter_counts(cells: list[Cell]) -> list[tuple[int, int]]:
 
 def check_budget(plan: Plan, budget_usd: float | None) -> None:
     """Refuse a grid whose estimate exceeds the budget (CLI flag first, then the space's `budget_usd`)."""
-    if budget_usd is not None and (budget_usd < 0 or math.isnan(budget_usd)):
-        raise UserError(f"--budget-usd: expected a non-negative number of dollars (got {budget_usd})")
+    if budget_usd is not None and not 0 <= budget_usd < math.inf:
+        raise UserError(f"--budget-usd: expected a non-negative finite number of dollars (got {budget_usd})")
     budget = budget_usd if budget_usd is not None else plan.space.budget_usd
     if budget is not None and plan.total_usd > budget:
         raise UserError(

@@ -23,7 +23,6 @@ from pydantic import (
     BeforeValidator,
     Field,
     NonNegativeFloat,
-    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     field_validator,
@@ -44,7 +43,22 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
-Seeds = Annotated[PositiveInt, BeforeValidator(_not_a_bool)]
+# Upper bounds far beyond any fine-tuning run, so that a typo (`steps: 1e39`, which lax validation reads
+# as a whole number) is refused rather than planned at $1e32.
+MAX_STEPS = 10**8  # optimizer steps
+MAX_SEQUENCES = 10**7  # sequences per step or per evaluation
+MAX_TOKENS = 2**20  # tokens per sequence (a model's own position limit is checked by the plan)
+MAX_EXAMPLES = 10**10  # instruction examples
+MAX_RUNS = 10**4  # trials or replicates of one cell
+MAX_WORKERS = 10**5  # Ray Train workers of one trial
+MAX_RETRIES = 100
+
+Steps = Annotated[int, Field(gt=0, le=MAX_STEPS)]
+Sequences = Annotated[int, Field(gt=0, le=MAX_SEQUENCES)]
+Seeds = Annotated[int, Field(gt=0, le=MAX_RUNS), BeforeValidator(_not_a_bool)]
+# A space's name is the default folder under sweeps/ and part of every path derived from it: one path
+# segment of plain characters, so that `name: ../../x` cannot send a sweep outside sweeps/.
+SpaceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
 
 
 class DataConfig(Frozen):
@@ -52,11 +66,11 @@ class DataConfig(Frozen):
 
     source: str = "local-code"  # registry in sweeper.data: local-code | git | commitpackft
     path: str | None = None  # a git repository for `git`; a local dataset folder for `commitpackft`
-    seq_len: PositiveInt = 256  # tokens per packed training sequence
+    seq_len: Annotated[int, Field(gt=0, le=MAX_TOKENS)] = 256  # tokens per packed training sequence
     loss_on: Literal["all", "answer"] = "all"  # Astraios computes the loss on all tokens
-    max_examples: PositiveInt | None = None  # cap on instruction examples (train + validation)
+    max_examples: Annotated[int, Field(gt=0, le=MAX_EXAMPLES)] | None = None  # cap on instruction examples (train + validation)
     val_fraction: Fraction = 0.05  # share of examples held out, chosen by content hash
-    max_val_sequences: PositiveInt = 64  # validation sequences per evaluation (bounds eval cost)
+    max_val_sequences: Sequences = 64  # validation sequences per evaluation (bounds eval cost)
     languages: tuple[str, ...] = ("python",)  # CommitPackFT languages
     with_oasst: bool = True  # CommitPackFT + OASST, as Astraios (bigcode/guanaco-commits)
 
@@ -66,12 +80,12 @@ class Recipe(Frozen):
 
     lr: PositiveFloat = 1e-4  # peak learning rate
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup_steps: NonNegativeInt = 12
+    warmup_steps: Annotated[int, Field(ge=0, le=MAX_STEPS)] = 12
     weight_decay: NonNegativeFloat = 0.05
-    steps: PositiveInt = 200  # optimizer steps
-    global_batch: PositiveInt = 32  # sequences per optimizer step, all workers and accumulation together
-    micro_batch: PositiveInt = 8  # sequences per forward pass on one worker
-    eval_every: PositiveInt = 10  # optimizer steps between validation losses
+    steps: Steps = 200  # optimizer steps
+    global_batch: Sequences = 32  # sequences per optimizer step, all workers and accumulation together
+    micro_batch: Sequences = 8  # sequences per forward pass on one worker
+    eval_every: Steps = 10  # optimizer steps between validation losses
     seed: int = 0
     precision: Literal["fp32", "bf16", "fp16"] = "bf16"
     grad_clip: PositiveFloat | None = 1.0  # max global grad norm; null = no clipping
@@ -103,7 +117,7 @@ class LogRange(Frozen):
 class Search(Frozen):
     """Per-cell hyperparameter search: `trials` trials per cell, one Optuna study per cell."""
 
-    trials: PositiveInt = 1
+    trials: Annotated[int, Field(gt=0, le=MAX_RUNS)] = 1
     lr: LogRange | None = None  # replaces recipe.lr when given
     sampler: Literal["tpe", "random"] = "tpe"
 
@@ -118,7 +132,7 @@ class EarlyStopping(Frozen):
     """ASHA among the trials of one cell only; divergence stops any trial."""
 
     asha: bool = True  # only acts when a cell has several trials
-    grace_steps: PositiveInt = 20  # ASHA never stops a trial before this many optimizer steps
+    grace_steps: Steps = 20  # ASHA never stops a trial before this many optimizer steps
     reduction_factor: Annotated[int, Field(ge=2)] = 2  # ASHA's eta: keep the best 1/eta at each rung
     divergence_factor: Annotated[float, Field(gt=1)] = 3.0  # val loss above factor x its first value
 
@@ -126,7 +140,7 @@ class EarlyStopping(Frozen):
 class Resources(Frozen):
     """What one trial gets. Not part of the cell id (see the module docstring)."""
 
-    workers: PositiveInt = 1  # Ray Train workers per trial (DDP / DeepSpeed ranks)
+    workers: Annotated[int, Field(gt=0, le=MAX_WORKERS)] = 1  # Ray Train workers per trial (DDP / DeepSpeed ranks)
     cpus_per_worker: PositiveFloat = 1
     gpus_per_worker: NonNegativeFloat = 0
     max_concurrent_trials: PositiveInt | None = None  # None: as many as the cluster has room for
@@ -150,7 +164,7 @@ class Override(Frozen):
 
 
 class Space(Frozen):
-    name: str
+    name: SpaceName
     description: str = ""
     ladder: str
     scales: tuple[str, ...]
@@ -163,7 +177,7 @@ class Space(Frozen):
     seeds: Seeds = 1  # replicates of every cell, run with seeds recipe.seed, recipe.seed + 1, ...
     cost: Cost = Cost()
     budget_usd: NonNegativeFloat | None = None  # launch refuses a grid estimated above this
-    max_retries: NonNegativeInt = 2  # a failed trial is retried this many times across runs
+    max_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] = 2  # a failed trial is retried this many times across runs
     overrides: tuple[Override, ...] = ()
 
     @field_validator("methods", mode="before")

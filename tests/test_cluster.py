@@ -182,6 +182,40 @@ def test_token_auth_must_stay_on(shipped):
     refused(workers_only_off, "worker containers")
 
 
+@pytest.mark.parametrize("option", ["--dashboard-host=0.0.0.0", "--dashboard-host 0.0.0.0", "--dashboard-host=10.0.0.5"])
+def test_a_public_dashboard_is_refused(shipped, option):
+    public = copy.deepcopy(shipped)
+    public["head_start_ray_commands"] = ["ray stop", f"ulimit -n 65536; ray start --head --port=6379 {option}"]
+    refused(public, "head_start_ray_commands", "--dashboard-host=", "expected 127.0.0.1")
+
+
+def test_the_shipped_dashboard_is_on_the_loopback_and_its_roles_are_narrow():
+    spec = validate_cluster(CLUSTER_YAML)
+    assert "--dashboard-host=127.0.0.1" in " ".join(spec.config["head_start_ray_commands"])
+    assert spec.warnings == ()
+
+
+def test_the_launchers_default_role_is_a_warning(shipped):
+    broad = copy.deepcopy(shipped)
+    del broad["available_node_types"]["head"]["node_config"]["IamInstanceProfile"]
+    broad["available_node_types"]["gpu-1x-l40s"]["node_config"]["IamInstanceProfile"] = {"Name": "ray-autoscaler-v1"}
+    warnings = validate_cluster(broad).warnings
+    assert len(warnings) == 2
+    assert "available_node_types.head.node_config: no IamInstanceProfile" in warnings[0]
+    assert "available_node_types.gpu-1x-l40s.node_config: IamInstanceProfile ray-autoscaler-v1" in warnings[1]
+
+
+def test_cluster_check_prints_the_role_warning(run_cli, tmp_path, shipped):
+    import yaml
+
+    broad = copy.deepcopy(shipped)
+    broad["available_node_types"]["gpu-1x-l40s"]["node_config"]["IamInstanceProfile"] = {"Name": "ray-autoscaler-v1"}
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(broad))
+    code, _, err = run_cli("cluster", "check", str(path))
+    assert code == 0 and err.startswith("warning: ") and "ray-autoscaler-v1" in err
+
+
 def test_commands_must_be_explicit(shipped):
     del shipped["worker_setup_commands"]
     refused(shipped, "worker_setup_commands: expected an explicit list", "nightly")

@@ -61,8 +61,8 @@ def score(
     from sweeper.errors import UserError
     from sweeper.evals.evaluate import score_generations
 
-    if timeout <= 0:
-        raise UserError(f"--timeout must be positive (got {timeout})")
+    if not 0 < timeout < float("inf"):
+        raise UserError(f"--timeout: expected a positive finite number of seconds (got {timeout})")
     report = score_generations(task, generations, data=data, timeout_s=timeout)
     if json_:
         typer.echo(json.dumps(report, indent=2, default=str))

@@ -113,11 +113,16 @@ def read_generations(path: Path) -> list[list[str]]:
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt", encoding="utf-8") as f:
-            return json.load(f)
+            generations = json.load(f)
     except (OSError, UnicodeDecodeError, EOFError) as err:
         raise UserError(f"{path}: cannot read ({err})") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
+    if not isinstance(generations, list) or not all(
+            isinstance(programs, list) and all(isinstance(p, str) for p in programs) for programs in generations):
+        raise UserError(f"{path}: expected a JSON list per problem of program strings (bigcode-evaluation-harness "
+                        f"generations), got {type(generations).__name__}")
+    return generations
 
 
 def score_generations(
