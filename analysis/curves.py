@@ -89,7 +89,7 @@ def fit_curves(
         jobs.append((INDEPENDENT, group, law, data.subset(data.groups == index), rows, counts, f"{what}, {group}"))
     step(f"{what}: {len(data.group_names)} independent fits" + (" and the joint fit" if len(jobs) > len(data.group_names) else ""))
     independent, joint, failures = {}, None, []
-    for (kind, group, *_), result in zip(jobs, workers.starmap(_curve, jobs)):
+    for (kind, group, *_), result in zip(jobs, workers.starmap(_curve, jobs), strict=True):
         if isinstance(result, Failure):
             failures.append(result)
         elif kind == JOINT:

@@ -165,6 +165,14 @@ def _drift_text(result) -> str:
             "error in excess of their own intervals)")
 
 
+def _spaces_text(spaces: tuple[str, ...]) -> str:
+    """A folder launched with several spaces (`--force` with a changed space): say which rows are whose."""
+    if not spaces:
+        return ""
+    return (f". It holds trials of {len(spaces)} launched spaces, fitted together unless `--where` picks one: "
+            + "; ".join(f"`{line}`" for line in spaces))
+
+
 def _summary(analysis: Analysis) -> str:
     main = analysis.main
     source = analysis.source
@@ -172,7 +180,7 @@ def _summary(analysis: Analysis) -> str:
             + ", ".join(f"{n} {status}" for status, n in source.statuses.items())
             + "; each cell is its best done trial"
             + (f"; ladder `{source.manifest['space']['ladder']}`" if "ladder" in source.manifest.get("space", {}) else "")
-            + ")") if source.is_sweep else f"table `{source.path}`"
+            + ")" + _spaces_text(source.spaces)) if source.is_sweep else f"table `{source.path}`"
     groups = f"{len(main.data.group_names)} {analysis.by}s ({', '.join(main.data.group_names)})" if analysis.by else "one group"
     if main.comparison:
         chosen = f"Preferred single-law fit (lower leave-one-out error): **{main.preferred}**."

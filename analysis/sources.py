@@ -16,6 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from sweeper.errors import UserError, first_line
+from sweeper.ledger import describe_spaces
 
 LEDGER = "cells.parquet"
 EVALS = "evals.parquet"
@@ -31,6 +32,7 @@ class Source:
     manifest: dict
     trials: int  # rows read (a sweep: trials of every status)
     statuses: dict[str, int]  # a sweep: trials per status
+    spaces: tuple[str, ...] = ()  # a sweep launched with several spaces: one line per space, its rows
 
     @property
     def name(self) -> str:
@@ -102,7 +104,7 @@ def _load_sweep(folder: Path) -> Source:
     evals = read_table(folder / EVALS) if (folder / EVALS).is_file() else None
     manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
     return Source(path=folder, is_sweep=True, table=cells, evals=evals, manifest=manifest,
-                  trials=trials.height, statuses=statuses)
+                  trials=trials.height, statuses=statuses, spaces=tuple(describe_spaces(manifest, trials.to_dicts())))
 
 
 def require_columns(table: pl.DataFrame, names: list[str], where: str) -> None:

@@ -5,6 +5,10 @@ folders: the same code then resumes a trial after a Train worker is killed (Fail
 the loop, which finds its checkpoint here), after the whole driver is killed (the rerun builds the
 same trial key), and when the loop runs in-process with no Ray at all.
 
+The store root is one sweep's own prefix, `<storage>/<sweep id>` (sweeper.launch): trial keys repeat
+across sweeps of the same grid, so a root shared by two sweeps would let one resume the other's trial,
+delete its step folders in `commit()` and overwrite its final weights.
+
 Layout under the store root:
     <trial_key>/step-000040/...   a complete checkpoint (uploaded first)
     <trial_key>/LATEST            "step-000040", written only after the upload finished

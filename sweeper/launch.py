@@ -2,8 +2,14 @@
 
 Everything that can be refused is checked before anything is written: the budget, the tracker,
 the folder (writable, not holding another space), Ray (starts or is reachable) and the cluster
-(every cell fits). A rerun of the same command skips finished cells, resumes unfinished trials from
-their checkpoints and retries failed ones up to `max_retries`.
+(every cell fits). The folder's check is made again under its lock, which is the check that counts:
+another driver may have changed the folder while this one started Ray. A rerun of the same command
+skips finished cells, resumes unfinished trials from their checkpoints and retries failed ones up
+to `max_retries`.
+
+Checkpoints go to `<storage>/<sweep id>/<trial key>/`: the sweep id is made when a folder is first
+launched and kept in its manifest, so two sweeps (two folders, or a `--fresh` one next to an old one)
+never share a checkpoint path even when every sweep of a cluster gets the same storage prefix.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from typing import Any
 
 from sweeper import provenance
 from sweeper.errors import UserError
-from sweeper.ledger import FINISHED, Ledger
+from sweeper.ledger import FINISHED, Ledger, new_sweep_id, space_hash, warn
 from sweeper.plan import Plan, to_json
 from sweeper.progress import LiveTable, TrialView
 from sweeper.space import Cell
@@ -110,21 +116,73 @@ def exclusive(out: Path) -> Iterator[None]:
         handle.close()
 
 
-def write_manifest(ledger: Ledger, plan: Plan, space_source: str) -> None:
+def write_manifest(ledger: Ledger, plan: Plan, space_source: str, storage: str | None = None) -> dict[str, Any]:
+    """Add this launch to the folder's manifest (and give the folder its sweep id on its first launch,
+    or on the first launch of a folder made before sweep ids); returns the manifest written. Every
+    launch keeps its own space, so a `--force` launch with a changed space adds to the record instead
+    of replacing it; `space` and `plan` at the top are the latest launch's (what the folder runs now)."""
     import json
 
     previous = ledger.manifest() or {}
+    launches = list(previous.get("launches", []))
+    sweep_id = previous.get("sweep_id")
+    legacy = bool(previous.get("legacy_checkpoints"))
+    if sweep_id is None:
+        sweep_id = new_sweep_id()
+        if previous:
+            legacy = _migrate(ledger.out, previous, launches, storage)
     known = {c["id"]: c for c in previous.get("cells", [])}
     known.update({c.id: {"id": c.id, "method": c.method, "scale": c.scale} for c in plan.cells})
-    launch = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "argv": sys.argv[1:],
-              **provenance.collect()}
-    ledger.write_manifest({
-        "space": plan.space.model_dump(mode="json"),
+    space = plan.space.model_dump(mode="json")
+    plan_json = json.loads(to_json(plan))
+    identity: dict[str, Any] = {"sweep_id": sweep_id, **({"legacy_checkpoints": True} if legacy else {})}
+    launch = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "argv": sys.argv[1:], **provenance.collect(),
+              "sweep_id": sweep_id, "space_hash": space_hash(space), "space": space,
+              "cells": [c.id for c in plan.cells], "device_hours_planned": plan_json["totals"]["device_hours"],
+              "checkpoints": checkpoint_store(ledger.out, storage, identity) if storage else None}
+    manifest = {
+        **identity,
+        "space": space,
         "space_source": space_source,
-        "plan": json.loads(to_json(plan)),
+        "plan": plan_json,
         "cells": list(known.values()),
-        "launches": [*previous.get("launches", []), launch],
-    })
+        "launches": [*launches, launch],
+    }
+    ledger.write_manifest(manifest)
+    return manifest
+
+
+def own_checkpoints(out: Path) -> str:
+    """The default storage of a one-node sweep: inside its own folder."""
+    return str((out / "checkpoints").resolve())
+
+
+def checkpoint_store(out: Path, storage: str, manifest: dict[str, Any]) -> str:
+    """This sweep's checkpoint prefix on `storage`: `<storage>/<sweep id>`. The one exception is a folder made
+    before sweep ids whose checkpoints were in its own OUT/checkpoints (`legacy_checkpoints`): nothing else
+    writes inside a sweep folder, so those unkeyed trial folders are provably its own and it keeps them."""
+    if manifest.get("legacy_checkpoints") and storage == own_checkpoints(out):
+        return storage
+    return f"{storage.rstrip('/')}/{manifest['sweep_id']}"
+
+
+def _migrate(out: Path, previous: dict[str, Any], launches: list[dict[str, Any]], storage: str | None) -> bool:
+    """A manifest from before sweep ids: give its last launch the space it wrote (the manifest's `space`),
+    and say whether its unkeyed checkpoints stay in use. Only where they are in the folder's own
+    OUT/checkpoints: on storage shared by sweeps, a trial folder of the same key may be another sweep's
+    (resuming it, or overwriting its final weights, is the bug sweep ids fix), so its unfinished trials
+    restart under the new keyed path. Done trials keep the weights their records point at."""
+    if launches and "space_hash" not in launches[-1] and isinstance(previous.get("space"), dict):
+        cells = [c["cell_id"] for c in (previous.get("plan") or {}).get("cells", []) if "cell_id" in c]
+        launches[-1] = {**launches[-1], "space_hash": space_hash(previous["space"]), "space": previous["space"],
+                        "cells": cells}
+    if storage is not None and storage == own_checkpoints(out):
+        return True
+    if storage is not None:
+        warn(f"{out}: made before sweep ids; its checkpoints now go to {storage.rstrip('/')}/<sweep id>, and an "
+             f"unfinished trial restarts instead of resuming from {storage}, where other sweeps' checkpoints have "
+             "the same names")
+    return False
 
 
 def trial_slots(cells: list[Cell]) -> list[Any]:
@@ -204,14 +262,15 @@ def launch_grid(plan: Plan, space_source: str, options: LaunchOptions) -> Launch
     out = resolve_out(plan.space.name, options)
     check_writable(out)
     ledger = Ledger(out)
-    check_same_space(ledger, plan, options.force)
+    check_same_space(ledger, plan, options.force)  # refused before Ray starts; made again under the lock
     prepare_base_models(plan)
     started = tuning.start_ray(options.address)
     try:
         check_cells_fit(plan.cells, memory_plan(plan), tuning.cluster_node_types())
-        store = storage_for(out, options, tuning.alive_nodes())
+        storage = storage_for(out, options, tuning.alive_nodes())
         with exclusive(out):
-            write_manifest(ledger, plan, space_source)
+            check_same_space(ledger, plan, options.force)  # the check that counts: nobody changes it now
+            launch = write_manifest(ledger, plan, space_source, storage)["launches"][-1]
             ledger.rebuild_views()
             ledger.clear_live()
             slots = trial_slots(plan.cells)
@@ -222,9 +281,9 @@ def launch_grid(plan: Plan, space_source: str, options: LaunchOptions) -> Launch
             if todo:
                 with table:
                     recorded = tuning.run_trials(
-                        todo, ledger=ledger, store=store, max_failures=plan.space.max_retries,
+                        todo, ledger=ledger, store=launch["checkpoints"], max_failures=plan.space.max_retries,
                         provenance=provenance.collect(), table=table, tracking=options.tracking,
-                        max_concurrent=plan.space.resources.max_concurrent_trials,
+                        max_concurrent=plan.space.resources.max_concurrent_trials, space_hash=launch["space_hash"],
                     )
             ledger.clear_live()
             still, given_up = pending_slots(slots, ledger.rows(), plan.space.max_retries)

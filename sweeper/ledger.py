@@ -1,36 +1,53 @@
 """The run ledger: every trial of a sweep, recorded so that nothing is lost or written twice.
 
 A sweep folder holds:
-    manifest.json        the resolved space and the plan it was launched with (+ provenance)
+    manifest.json        the sweep id, every launch (its space, space hash, time, provenance, checkpoint
+                         path) and the latest launch's space and plan
     records/             one JSON file per finished trial attempt, written atomically: the source of truth
+    quarantine/records/  records that could not be read (not JSON, or not a record's shape), moved aside
     cells.parquet        one row per trial attempt (a view rebuilt from records/ after every trial)
     curves.parquet       cell id, trial id, step, tokens, train/val loss, lr, tokens/s
     live/                the latest metrics of running trials (for `sweeper status`)
-    checkpoints/         trial checkpoints and final tuned weights (unless --storage points elsewhere)
+    checkpoints/<sweep id>/  trial checkpoints and final tuned weights (unless --storage points elsewhere)
     ray.log              Ray's own output
-Only the driver writes here. A record is written once and never replaced: a retried trial gets a
-new attempt number. `kill -9` at any moment leaves either the old view or the new one, and the
-parquet views are rebuilt from records/ when the folder is opened again.
+Only the driver writes records (and a reader only ever moves a bad one aside). A record is written
+once and never replaced: the ledger numbers a trial's attempts itself, one above any number used in
+records/ or quarantine/, and creates the file exclusively. `kill -9` at any moment leaves either the
+old view or the new one, and the parquet views are rebuilt from records/ when the folder is opened again.
+
+The sweep id names this sweep's checkpoints on storage that many sweeps share (`<storage>/<sweep id>/`):
+a folder launched again keeps its id, `--fresh` (a new folder) gets a new one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import math
+import re
+import sys
+import uuid
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from sweeper.errors import UserError
-from sweeper.io import atomic_write, atomic_write_json
+from sweeper.io import atomic_write, atomic_write_json, create_json, move_aside
 
+# Not bumped for `space_hash`: a column added as optional is read as null from older records, and older
+# sweepers ignore it; a version bump would make them refuse a ledger they can read.
 SCHEMA_VERSION = 1
 
 CELL_COLUMNS: dict[str, Any] = {
     "schema_version": pl.Int64,
     "space": pl.String,
+    "space_hash": pl.String,  # the launched space that produced the row (manifest.json `launches`)
     "cell_id": pl.String,
     "trial_id": pl.String,
     "attempt": pl.Int64,
@@ -77,6 +94,17 @@ CURVE_COLUMNS: dict[str, Any] = {
 }
 
 FINISHED = ("done", "stopped-early", "diverged")
+STATUSES = (*FINISHED, "failed")
+
+
+def new_sweep_id() -> str:
+    """Time-ordered (sweeps list in launch order on storage) and random (two launches in one second differ)."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def space_hash(space: dict[str, Any]) -> str:
+    """Fingerprint of a resolved space (its JSON dump): two launches with the same hash ran the same space."""
+    return hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:12]
 
 
 class Ledger:
@@ -89,47 +117,82 @@ class Ledger:
     def manifest_path(self) -> Path:
         return self.out / "manifest.json"
 
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.out / "quarantine" / "records"
+
     def manifest(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.manifest_path.read_text())
+            manifest = json.loads(self.manifest_path.read_text())
         except FileNotFoundError:
             return None
         except ValueError:
             raise UserError(f"{self.manifest_path}: not valid JSON; expected a sweep manifest") from None
+        if not isinstance(manifest, dict):
+            raise UserError(f"{self.manifest_path}: expected a sweep manifest (a JSON object)")
+        return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         # Key order kept: the space's methods and scales are listed in the order the grid runs them.
         atomic_write_json(self.manifest_path, {"schema_version": SCHEMA_VERSION, **manifest}, sort_keys=False)
 
     def records(self) -> list[dict[str, Any]]:
-        """Every finished trial attempt, oldest first."""
+        """Every finished trial attempt, oldest first. A file that is not a record is quarantined (moved
+        aside with a one-line warning) and the others are read: one bad file must not hide a sweep."""
         found = []
         for path in sorted(self.records_dir.glob("*.json")):
             try:
-                found.append(json.loads(path.read_text()))
-            except ValueError:
-                raise UserError(f"{path}: corrupt ledger record (not JSON)") from None
-        for record in found:
-            if record["row"].get("schema_version", 0) > SCHEMA_VERSION:
-                raise UserError(f"{self.out}: written by a newer sweeper (ledger schema "
-                                f"{record['row']['schema_version']} > {SCHEMA_VERSION}); upgrade sweeper")
+                record = json.loads(path.read_text())
+            except FileNotFoundError:
+                continue  # moved aside by another reader since the listing
+            except ValueError:  # UnicodeDecodeError included
+                self._quarantine(path, "not JSON")
+                continue
+            _refuse_newer(record, self.out)
+            problem = shape_problem(record)
+            if problem:
+                self._quarantine(path, problem)
+                continue
+            found.append(record)
         return sorted(found, key=lambda r: r["row"]["finished_at"] or "")
 
-    def next_attempt(self, trial_id: str) -> int:
-        return len(list(self.records_dir.glob(f"{trial_id}.a*.json")))
+    def _quarantine(self, path: Path, why: str) -> None:
+        try:
+            target = move_aside(path, self.quarantine_dir)
+        except FileNotFoundError:
+            return  # another reader moved it first, and warned
+        except OSError as err:  # e.g. `sweeper status` on a folder it may not write
+            warn(f"{path}: {why}; skipped (could not be moved to {self.quarantine_dir}: {err.strerror or err})")
+            return
+        warn(f"{path}: {why}; moved to the quarantine, {target} (fix it and move it back to count it)")
 
-    def record(self, row: dict[str, Any], curve: Iterable[dict[str, Any]]) -> None:
-        """Write one finished trial attempt (never overwriting another), then refresh the views."""
-        row = {column: row.get(column) for column in CELL_COLUMNS} | {"schema_version": SCHEMA_VERSION}
-        path = self.records_dir / f"{row['trial_id']}.a{row['attempt']}.json"
-        if path.exists():
-            raise FileExistsError(f"{path}: a record of this trial attempt exists already")
-        curve_rows = [{column: point.get(column) for column in CURVE_COLUMNS}
-                      | {"cell_id": row["cell_id"], "trial_id": row["trial_id"], "attempt": row["attempt"]}
-                      for point in curve]
-        atomic_write_json(path, {"row": _finite(row), "curve": [_finite(p) for p in curve_rows]})
+    def next_attempt(self, trial_id: str) -> int:
+        """One above every attempt number of the trial in records/ or the quarantine: a number never
+        counts files (one removed would make it an existing one) and is never given out twice."""
+        number = re.compile(rf"{re.escape(trial_id)}\.a(\d+)\.json")
+        used = [int(match.group(1)) for folder in (self.records_dir, self.quarantine_dir)
+                for path in folder.glob(f"{trial_id}.a*.json*") if (match := number.match(path.name))]
+        return max(used, default=-1) + 1
+
+    def record(self, row: dict[str, Any], curve: Iterable[dict[str, Any]]) -> int:
+        """Write one finished trial attempt under the next free attempt number (never overwriting another),
+        then refresh the views; returns the attempt number. The row's own `attempt` is not used."""
+        points = list(curve)
+        for attempt in itertools.count(self.next_attempt(row["trial_id"])):
+            full = {column: row.get(column) for column in CELL_COLUMNS} | {"schema_version": SCHEMA_VERSION,
+                                                                           "attempt": attempt}
+            curve_rows = [{column: point.get(column) for column in CURVE_COLUMNS}
+                          | {"cell_id": full["cell_id"], "trial_id": full["trial_id"], "attempt": attempt}
+                          for point in points]
+            try:
+                create_json(self.records_dir / f"{full['trial_id']}.a{attempt}.json",
+                            {"row": _finite(full), "curve": [_finite(p) for p in curve_rows]})
+            except FileExistsError:
+                continue  # taken since the count (only if a second writer ignored the lock): the next one
+            break
         (self.live_dir / f"{row['trial_id']}.json").unlink(missing_ok=True)
         self.rebuild_views()
+        return attempt
 
     def rebuild_views(self) -> None:
         records = self.records()
@@ -159,6 +222,68 @@ class Ledger:
             path.unlink(missing_ok=True)
 
 
+def warn(message: str) -> None:
+    """One line on stderr: something was wrong and sweeper went on (a bad record, a migrated folder)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def _refuse_newer(record: Any, out: Path) -> None:
+    row = record.get("row") if isinstance(record, dict) else None
+    version = row.get("schema_version") if isinstance(row, dict) else None
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise UserError(f"{out}: written by a newer sweeper (ledger schema {version} > {SCHEMA_VERSION}); "
+                        "upgrade sweeper")
+
+
+_KINDS = {pl.Int64: "an integer", pl.Float64: "a number", pl.String: "a string", pl.Boolean: "true or false"}
+
+
+def _fits(value: Any, dtype: Any) -> bool:
+    """Whether polars can put `value` in a column of `dtype` (None is a missing value in any column)."""
+    if value is None:
+        return True
+    if dtype == pl.Boolean or isinstance(value, bool):
+        return dtype == pl.Boolean and isinstance(value, bool)
+    if dtype == pl.Int64:
+        return isinstance(value, int) and -(2**63) <= value < 2**63
+    if dtype == pl.Float64:
+        return isinstance(value, int | float)
+    return isinstance(value, str)
+
+
+def _field_problem(where: str, value: Any, dtype: Any) -> str | None:
+    if _fits(value, dtype):
+        return None
+    shown = repr(value)
+    return f"{where} is {shown if len(shown) <= 40 else shown[:37] + '...'}, expected {_KINDS[dtype]}"
+
+
+def shape_problem(record: Any) -> str | None:
+    """Why a parsed record file is not a ledger record (None when it is one): what `rebuild_views` needs."""
+    if not (isinstance(record, dict) and isinstance(record.get("row"), dict) and isinstance(record.get("curve"), list)):
+        return 'not a ledger record (expected {"row": {...}, "curve": [...]})'
+    row = record["row"]
+    for key in ("cell_id", "trial_id", "status"):
+        if not (isinstance(row.get(key), str) and row[key]):
+            return f"row.{key} is {row.get(key)!r}, expected a non-empty string"
+    if row["status"] not in STATUSES:
+        return f"row.status is {row['status']!r}, expected one of {', '.join(STATUSES)}"
+    if row.get("attempt") is None:
+        return "row.attempt is missing, expected an integer"
+    for column, dtype in CELL_COLUMNS.items():
+        problem = _field_problem(f"row.{column}", row.get(column), dtype)
+        if problem:
+            return problem
+    for index, point in enumerate(record["curve"]):
+        if not isinstance(point, dict):
+            return f"curve[{index}] is {type(point).__name__}, expected a mapping"
+        for column, dtype in CURVE_COLUMNS.items():
+            problem = _field_problem(f"curve[{index}].{column}", point.get(column), dtype)
+            if problem:
+                return problem
+    return None
+
+
 def _finite(row: dict[str, Any]) -> dict[str, Any]:
     """JSON has no NaN/inf: store them as null (polars reads null as a missing float)."""
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
@@ -170,3 +295,94 @@ def read_cells(out: Path) -> pl.DataFrame:
     if not path.is_file():
         raise UserError(f"{out}: no cells.parquet; expected a sweep folder made by `sweeper launch grid`")
     return pl.read_parquet(path)
+
+
+# -- the spaces launched in one folder -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchedSpace:
+    """One space launched in a sweep folder, over all its launches (a rerun of the same space adds one)."""
+
+    hash: str
+    space: dict[str, Any]
+    cells: tuple[str, ...]  # cell ids of its grid (empty if a launch before sweeper recorded them)
+    launches: int
+    first_at: str | None
+    last_at: str | None
+    device_hours_planned: float | None  # its latest launch's plan
+
+    @property
+    def name(self) -> str:
+        return str(self.space.get("name", "?"))
+
+
+def launched_spaces(manifest: dict[str, Any]) -> list[LaunchedSpace]:
+    """The spaces of a folder's launches, in the order first launched. A manifest from before launches kept
+    their space has one: the manifest's own `space` (the last launch's)."""
+    found: dict[str, LaunchedSpace] = {}
+    launches = manifest.get("launches") or []
+    for launch in launches:
+        key = launch.get("space_hash")
+        if key is None or not isinstance(launch.get("space"), dict):
+            continue
+        before = found.get(key)
+        found[key] = LaunchedSpace(
+            hash=key, space=launch["space"], cells=tuple(launch.get("cells") or (before.cells if before else ())),
+            launches=(before.launches if before else 0) + 1, first_at=before.first_at if before else launch.get("at"),
+            last_at=launch.get("at"), device_hours_planned=launch.get("device_hours_planned"))
+    if not found and isinstance(manifest.get("space"), dict):
+        key = space_hash(manifest["space"])
+        found[key] = LaunchedSpace(
+            hash=key, space=manifest["space"], cells=tuple(c["id"] for c in manifest.get("cells") or ()),
+            launches=max(1, len(launches)), first_at=launches[0].get("at") if launches else None,
+            last_at=launches[-1].get("at") if launches else None,
+            device_hours_planned=(manifest.get("plan") or {}).get("totals", {}).get("device_hours"))
+    return list(found.values())
+
+
+def row_space(row: dict[str, Any], spaces: list[LaunchedSpace]) -> str | None:
+    """The hash of the space a ledger row belongs to: the one it recorded, else (rows recorded before rows
+    named their space) the latest launched space whose grid holds its cell; None when no space does."""
+    recorded = row.get("space_hash")
+    if recorded is not None and any(s.hash == recorded for s in spaces):
+        return recorded
+    return next((s.hash for s in reversed(spaces) if row.get("cell_id") in s.cells), None)
+
+
+def space_changes(before: dict[str, Any], after: dict[str, Any], shown: int = 3) -> str:
+    """What differs from one space to another, as `key.path: old -> new` (at most `shown`, then a count)."""
+    changes: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in [*a, *(k for k in b if k not in a)]:
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+        elif a != b:
+            changes.append(f"{path}: {json.dumps(a)} -> {json.dumps(b)}")
+
+    walk(before, after, "")
+    more = f" (+{len(changes) - shown} more)" if len(changes) > shown else ""
+    return ", ".join(changes[:shown]) + more
+
+
+def describe_spaces(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """One line per space when a folder holds rows of more than one (none otherwise): which rows are whose.
+    For `sweeper report` (analysis/sources.py) as for any reader of cells.parquet."""
+    spaces = launched_spaces(manifest)
+    if len(spaces) < 2:
+        return []
+    counts = Counter(row_space(row, spaces) for row in rows)
+    lines = []
+    for index, s in enumerate(spaces):
+        changed = f"; vs {spaces[0].hash}: {space_changes(spaces[0].space, s.space)}" if index else ""
+        when = s.first_at if s.first_at == s.last_at else f"{s.first_at} .. {s.last_at}"
+        lines.append(f"space {s.hash} ({s.name!r}, {plural(s.launches, 'launch')} {when}{changed}):"
+                     f" {plural(counts[s.hash], 'trial attempt')} (space_hash = '{s.hash}')")
+    if counts[None]:
+        lines.append(f"{plural(counts[None], 'trial attempt')} of no launched space (recorded before spaces were kept)")
+    return lines
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith(('s', 'sh', 'ch')) else 's'}"

@@ -3,6 +3,11 @@
 A cell with replicates (`seeds: K`) also gets the mean and the sample standard deviation, over its
 seeds, of the final validation loss of each seed's best done trial: the point the analysis fits for
 that seed, so the spread shown is the run-to-run noise the scaling fit has to account for.
+
+A folder launched with more than one space (`--force` with a changed space, or other `--methods` /
+`--scales` / `--set`) shows every space's trials, one table per space: a trial belongs to the space
+its latest row recorded (`space_hash`), or, not yet recorded, to the latest space whose grid holds it.
+A recorded trial that no launched grid holds is shown too: nothing recorded is left out.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.errors import UserError
-from sweeper.ledger import Ledger
+from sweeper.ledger import LaunchedSpace, Ledger, launched_spaces, plural, row_space, space_changes, warn
 from sweeper.progress import TrialView, render_table
 from sweeper.space import Space, expand
+
+UNKNOWN_SPACE = "unknown"  # a recorded trial of no launched grid
 
 
 def collect(out: Path) -> dict[str, Any]:
@@ -24,12 +31,13 @@ def collect(out: Path) -> dict[str, Any]:
     manifest = ledger.manifest()
     if manifest is None:
         raise UserError(f"{out}: no manifest.json; expected a sweep folder made by `sweeper launch grid`")
-    space = Space.model_validate(manifest["space"])
-    from sweeper.launch import trial_slots, views
+    from sweeper.launch import views
 
-    slots = trial_slots(expand(space))
+    spaces = launched_spaces(manifest)
+    slots, slot_space = _slots(spaces)
     rows = ledger.rows()
-    table = views(slots, rows)
+    table = views(slots, rows) + _unlaunched(slots, rows)
+    space_of = _trial_spaces(table, rows, spaces, slot_space)
     by_key = {view.trial_id: view for view in table}
     for live in ledger.live():
         view = by_key.get(live.get("trial_id"))
@@ -43,15 +51,94 @@ def collect(out: Path) -> dict[str, Any]:
     planned = manifest["plan"]["totals"]["device_hours"]
     return {
         "out": str(out),
-        "space": space.name,
-        "trials": [_view_dict(v) for v in table],
+        "sweep_id": manifest.get("sweep_id"),
+        "space": manifest["space"]["name"],
+        "trials": [{**_view_dict(v), "space_hash": space_of[v.trial_id]} for v in table],
         "cells_done": len({v.cell_id for v in table if v.status == "done"}),
         "cells_total": len({v.cell_id for v in table}),
         "replicates": replicate_summary(table),
         "attempts_recorded": len(rows),
         "device_hours_used": used,
         "device_hours_planned": planned,
+        "spaces": _space_summaries(spaces, table, rows, space_of),
     }
+
+
+def _slots(spaces: list[LaunchedSpace]) -> tuple[list[Any], dict[str, str]]:
+    """Every trial of every launched grid (each once, first launched first) and the latest space holding it."""
+    from sweeper.launch import trial_slots
+
+    slots: dict[str, Any] = {}
+    latest: dict[str, str] = {}
+    for launched in spaces:
+        try:
+            grid = trial_slots(expand(Space.model_validate(launched.space)))
+        except (UserError, ValueError) as err:  # a space this sweeper no longer reads: its rows still show
+            warn(f"space {launched.hash} of this folder cannot be expanded any more ({str(err).splitlines()[0]}); "
+                 "its recorded trials are shown from their rows")
+            continue
+        for slot in grid:
+            slots.setdefault(slot.key, slot)
+            latest[slot.key] = launched.hash
+    return list(slots.values()), latest
+
+
+def _unlaunched(slots: list[Any], rows: list[dict[str, Any]]) -> list[TrialView]:
+    """A view for each recorded trial that no launched grid holds (its grid could not be expanded, or it
+    was recorded under a space this manifest never listed), from its latest finished row, else its latest."""
+    known = {slot.key for slot in slots}
+    by_trial: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["trial_id"] not in known:
+            by_trial.setdefault(row["trial_id"], []).append(row)
+    result = []
+    for trial_id, mine in by_trial.items():
+        row = ([r for r in mine if r["status"] != "failed"] or mine)[-1]
+        steps, tokens = row.get("steps") or 0, row.get("tokens") or 0
+        result.append(TrialView(trial_id=trial_id, cell_id=row["cell_id"], method=row.get("method") or "?",
+                                scale=row.get("scale") or "?", steps_total=steps, tokens_total=tokens,
+                                seed=row.get("seed") or 0, status=row["status"], step=steps, tokens=tokens,
+                                val_loss=_num(row.get("final_val_loss")), best_val_loss=_num(row.get("best_val_loss"))))
+    return result
+
+
+def _trial_spaces(table: list[TrialView], rows: list[dict[str, Any]], spaces: list[LaunchedSpace],
+                  slot_space: dict[str, str]) -> dict[str, str]:
+    """Trial key -> the space it is shown under: its latest row's, else the latest grid holding it."""
+    latest_row = {row["trial_id"]: row for row in rows}
+    result = {}
+    for view in table:
+        row = latest_row.get(view.trial_id)
+        recorded = row_space(row, spaces) if row is not None else None
+        result[view.trial_id] = recorded or slot_space.get(view.trial_id) or UNKNOWN_SPACE
+    return result
+
+
+def _space_summaries(spaces: list[LaunchedSpace], table: list[TrialView], rows: list[dict[str, Any]],
+                     space_of: dict[str, str]) -> list[dict[str, Any]]:
+    summaries = []
+    hashes = [s.hash for s in spaces] + ([UNKNOWN_SPACE] if UNKNOWN_SPACE in space_of.values() else [])
+    by_hash = {s.hash: s for s in spaces}
+    for key in hashes:
+        mine = [v for v in table if space_of[v.trial_id] == key]
+        # Attempts count under the space that recorded them (a trial may have failed under one, then run in another).
+        my_rows = [r for r in rows if (row_space(r, spaces) or space_of.get(r["trial_id"], UNKNOWN_SPACE)) == key]
+        launched = by_hash.get(key)
+        summaries.append({
+            "space_hash": key, "name": launched.name if launched else None,
+            "launches": launched.launches if launched else 0,
+            "first_launched": launched.first_at if launched else None,
+            "last_launched": launched.last_at if launched else None,
+            "trials": len(mine), "cells": len({v.cell_id for v in mine}),
+            "cells_done": len({v.cell_id for v in mine if v.status == "done"}),
+            "attempts_recorded": len(my_rows),
+            "device_hours_used": sum(r["device_hours"] or 0.0 for r in my_rows),
+            "device_hours_planned": launched.device_hours_planned if launched else None,
+            # What this space changed, against the first one launched here.
+            "compared_to": spaces[0].hash if launched and launched is not spaces[0] else None,
+            "changes": space_changes(spaces[0].space, launched.space) if launched and launched is not spaces[0] else None,
+        })
+    return summaries
 
 
 def replicate_summary(views: list[TrialView]) -> list[dict[str, Any]]:
@@ -98,12 +185,23 @@ def print_status(summary: dict[str, Any]) -> None:
     from sweeper.console import console as make_console
 
     views = [
-        TrialView(**{**t, "val_loss": _num(t["val_loss"]), "best_val_loss": _num(t["best_val_loss"]),
-                     "tokens_per_s": _num(t["tokens_per_s"])})
+        TrialView(**{**{k: v for k, v in t.items() if k != "space_hash"}, "val_loss": _num(t["val_loss"]),
+                     "best_val_loss": _num(t["best_val_loss"]), "tokens_per_s": _num(t["tokens_per_s"])})
         for t in summary["trials"]
     ]
     console = make_console()
-    console.print(render_table(views, f"sweep {summary['space']!r} in {summary['out']}"))
+    title = f"sweep {summary['space']!r} in {summary['out']}" + (f" (id {summary['sweep_id']})"
+                                                                 if summary.get("sweep_id") else "")
+    spaces = summary.get("spaces") or []
+    if len(spaces) < 2:
+        console.print(render_table(views, title))
+    else:  # one table per space, each under a line that says what it is: which rows are whose
+        console.print(f"{title}: {len(spaces)} spaces launched in this folder; a trial is listed under the space "
+                      "that recorded it (the space_hash column of cells.parquet)")
+        for space in spaces:
+            mine = [v for v, t in zip(views, summary["trials"], strict=True) if t["space_hash"] == space["space_hash"]]
+            console.print(_space_line(space), highlight=False)
+            console.print(render_table(mine, ""))
     if summary["replicates"]:
         console.print(render_replicates(summary["replicates"]))
     console.print(
@@ -111,6 +209,16 @@ def print_status(summary: dict[str, Any]) -> None:
         f"attempts recorded; device-hours used {summary['device_hours_used']:.3g} of "
         f"{summary['device_hours_planned']:.3g} planned"
     )
+
+
+def _space_line(space: dict[str, Any]) -> str:
+    if space["space_hash"] == UNKNOWN_SPACE:
+        return "trials of no launched space"
+    when = (space["first_launched"] if space["first_launched"] == space["last_launched"]
+            else f"{space['first_launched']} .. {space['last_launched']}")
+    changed = f"; vs {space['compared_to']}: {space['changes']}" if space.get("changes") else ""
+    return (f"space {space['space_hash']} ({space['name']!r}, {plural(space['launches'], 'launch')} {when}{changed}): "
+            f"{space['cells_done']}/{space['cells']} cells done, {plural(space['attempts_recorded'], 'attempt')}")
 
 
 def render_replicates(replicates: list[dict[str, Any]]) -> Any:

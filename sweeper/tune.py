@@ -68,8 +68,9 @@ class TrialSlot:
 
     @property
     def key(self) -> str:
-        """Stable across reruns: the checkpoint folder and ledger records are found by it. Replicate 0 keeps
-        the key of a cell without replicates, so older sweep folders still resume."""
+        """Stable across reruns: the checkpoint folder (under the sweep's own `<storage>/<sweep id>`) and ledger
+        records are found by it. Replicate 0 keeps the key of a cell without replicates, so older sweep
+        folders still resume."""
         trial = f"{self.cell.id}-t{self.index}"
         return trial if self.replicate == 0 else f"{trial}-s{self.seed}"
 
@@ -359,9 +360,10 @@ def _train_worker(config: dict[str, Any]) -> None:
 
 class LedgerCallback(tune.Callback):
     def __init__(self, ledger: Ledger, slots: dict[str, TrialSlot], scheduler: PerCellASHA,
-                 provenance: dict[str, Any], table: LiveTable):
+                 provenance: dict[str, Any], table: LiveTable, space_hash: str | None = None):
         self.ledger, self.slots, self.scheduler = ledger, slots, scheduler
         self.provenance, self.table = provenance, table
+        self.space_hash = space_hash  # the launch's space, recorded with every row (manifest `launches`)
         self.last: dict[str, dict[str, Any]] = {}
         self.started: dict[str, float] = {}
         self.finished: list[str] = []
@@ -409,7 +411,8 @@ class LedgerCallback(tune.Callback):
         devices = r.workers * (r.gpus_per_worker or r.cpus_per_worker)
         provenance = self.provenance
         row = {
-            "space": cell.space, "cell_id": cell.id, "trial_id": key, "attempt": self.ledger.next_attempt(key),
+            # No attempt number: the ledger gives the next free one as it writes the record.
+            "space": cell.space, "space_hash": self.space_hash, "cell_id": cell.id, "trial_id": key,
             "ladder": cell.ladder, "scale": cell.scale, "method": cell.method,
             "method_config": json.dumps(cell.method_config, sort_keys=True),
             "lr": trial.config["lr"], "hparams": json.dumps({"lr": trial.config["lr"]}),
@@ -473,15 +476,16 @@ def _quiet_ray(log_path: Path) -> Iterator[None]:
 
 def run_trials(slots: list[TrialSlot], *, ledger: Ledger, store: str, max_failures: int,
                provenance: dict[str, Any], table: LiveTable, tracking: str | None,
-               max_concurrent: int | None) -> list[str]:
-    """Run the given trials to completion (or until interrupted); returns the trial keys recorded."""
+               max_concurrent: int | None, space_hash: str | None = None) -> list[str]:
+    """Run the given trials to completion (or until interrupted); returns the trial keys recorded.
+    `store` is this sweep's own checkpoint prefix (`<storage>/<sweep id>`): Ray's results go under it too."""
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     ray_storage = str((ledger.out / "ray_results").resolve()) if "://" not in store else f"{store}/ray_results"
     scheduler = PerCellASHA()
     common = {"store": store, "ray_storage": ray_storage, "max_failures": max_failures}
     searcher = CellTrialSearcher(slots, common, ledger.out / "optuna.journal", scheduler)
     by_key = {slot.key: slot for slot in slots}
-    recorder = LedgerCallback(ledger, by_key, scheduler, provenance, table)
+    recorder = LedgerCallback(ledger, by_key, scheduler, provenance, table, space_hash)
     callbacks: list[Any] = [recorder, *tracking_callbacks(tracking, ledger.out, slots[0].cell.space)]
     pin = has_driver_resource()
     resources = {slot.key: trial_resources(slot.cell, pin) for slot in slots}

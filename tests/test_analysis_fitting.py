@@ -203,7 +203,7 @@ def test_fits_on_worker_processes_equal_the_serial_ones():
         parallel = fit_curves(law, data, counts, "serial")
     assert workers._active is None
     assert [c.kind for c in parallel.all()] == [c.kind for c in serial.all()]
-    for ours, theirs in zip(parallel.all(), serial.all()):
+    for ours, theirs in zip(parallel.all(), serial.all(), strict=True):
         np.testing.assert_array_equal(ours.fit.theta, theirs.fit.theta)
         np.testing.assert_array_equal(ours.boot.thetas, theirs.boot.thetas)
     assert [(f.kind, f.group, f.reason) for f in parallel.failures] == [(f.kind, f.group, f.reason) for f in serial.failures]

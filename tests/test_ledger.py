@@ -29,13 +29,25 @@ def test_record_writes_views_readable_by_plain_polars(tmp_path):
 
 def test_a_record_is_never_overwritten_and_retries_get_new_attempts(tmp_path):
     ledger = Ledger(tmp_path)
-    ledger.record(row("abc-t0", status="failed"), [])
+    assert ledger.record(row("abc-t0", status="failed"), []) == 0
     assert ledger.next_attempt("abc-t0") == 1
-    ledger.record(row("abc-t0", attempt=1), [])
-    with pytest.raises(FileExistsError):
-        ledger.record(row("abc-t0", attempt=1), [])
-    assert [row["status"] for row in ledger.rows()] == ["failed", "done"]
-    assert [row["attempt"] for row in ledger.rows()] == [0, 1]
+    assert ledger.record(row("abc-t0", attempt=1), []) == 1
+    first = (tmp_path / "records" / "abc-t0.a1.json").read_text()
+    assert ledger.record(row("abc-t0", attempt=1), []) == 2  # the ledger numbers attempts: a1 is kept
+    assert (tmp_path / "records" / "abc-t0.a1.json").read_text() == first
+    assert [row["status"] for row in ledger.rows()] == ["failed", "done", "done"]
+    assert [row["attempt"] for row in ledger.rows()] == [0, 1, 2]
+
+
+def test_attempts_never_collide_after_a_record_is_removed(tmp_path):
+    """Attempt numbers were a count of record files: with a0 removed, the count (1) named a1, which exists."""
+    ledger = Ledger(tmp_path)
+    for attempt in range(2):
+        ledger.record(row("abc-t0", attempt=attempt, status="failed"), [])
+    (tmp_path / "records" / "abc-t0.a0.json").unlink()
+    ledger.record(row("abc-t0", attempt=ledger.next_attempt("abc-t0")), [])  # as the Tune callback did
+    assert [(r["attempt"], r["status"]) for r in ledger.rows()] == [(1, "failed"), (2, "done")]
+    assert ledger.next_attempt("abc-t0") == 3 and ledger.next_attempt("abc-t1") == 0
 
 
 def test_views_are_rebuilt_from_records(tmp_path):
@@ -46,16 +58,82 @@ def test_views_are_rebuilt_from_records(tmp_path):
     assert pl.read_parquet(tmp_path / "cells.parquet").height == 1
 
 
-def test_corrupt_record_and_newer_schema_are_refused(tmp_path):
+BAD_RECORDS = {
+    "notjson-t0.a0.json": ("{not json", "not JSON"),
+    "list-t0.a0.json": ("[]", "expected"),
+    "nocurve-t0.a0.json": (json.dumps({"row": row("nocurve-t0")}), "expected"),
+    "notrial-t0.a0.json": (json.dumps({"row": {**row("x-t0"), "trial_id": None}, "curve": []}), "trial_id"),
+    "badtype-t0.a0.json": (json.dumps({"row": {**row("badtype-t0"), "steps": "ten"}, "curve": []}), "steps"),
+    "badcurve-t0.a0.json": (json.dumps({"row": row("badcurve-t0"), "curve": [{"step": "x"}]}), "curve"),
+}
+
+
+def test_bad_records_are_quarantined_with_a_warning_and_the_rest_is_read(tmp_path, capsys):
+    ledger = Ledger(tmp_path)
+    ledger.record(row("abc-t0"), [{"step": 0, "val_loss": 3.0}])
+    for name, (text, _) in BAD_RECORDS.items():
+        (tmp_path / "records" / name).write_text(text)
+    assert [r["trial_id"] for r in ledger.rows()] == ["abc-t0"]  # the good one, no exception
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == len(BAD_RECORDS)
+    for name, (text, why) in BAD_RECORDS.items():
+        [line] = [w for w in warnings if f"records/{name}" in w]
+        assert line.startswith("warning: ") and why in line and "quarantine" in line
+        assert not (tmp_path / "records" / name).exists()
+        assert (tmp_path / "quarantine" / "records" / name).read_text() == text  # moved aside, never deleted
+    ledger.rebuild_views()
+    assert pl.read_parquet(tmp_path / "cells.parquet")["trial_id"].to_list() == ["abc-t0"]
+    assert ledger.rows() and capsys.readouterr().err == ""  # warned once: the files are out of the way now
+    # A quarantined attempt number is not given out again (its file may be fixed and moved back).
+    assert ledger.record(row("notjson-t0"), []) == 1
+
+
+def test_a_record_that_cannot_be_moved_aside_is_skipped_with_a_warning(tmp_path, capsys, monkeypatch):
     ledger = Ledger(tmp_path)
     ledger.record(row("abc-t0"), [])
-    bad = tmp_path / "records" / "zzz-t0.a0.json"
-    bad.write_text("{not json")
-    with pytest.raises(UserError, match="corrupt ledger record"):
-        ledger.records()
-    bad.write_text(json.dumps({"row": {**row("zzz-t0"), "schema_version": SCHEMA_VERSION + 1}, "curve": []}))
+    (tmp_path / "records" / "bad-t0.a0.json").write_text("{not json")
+    import sweeper.ledger
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(sweeper.ledger, "move_aside", refuse)  # e.g. `status` on someone else's folder
+    assert [r["trial_id"] for r in ledger.rows()] == ["abc-t0"]
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("warning: ") and "bad-t0.a0.json" in line and "could not be moved" in line
+    assert (tmp_path / "records" / "bad-t0.a0.json").exists()
+
+
+def test_a_record_of_a_newer_schema_is_refused_not_quarantined(tmp_path):
+    ledger = Ledger(tmp_path)
+    ledger.record(row("abc-t0"), [])
+    newer = tmp_path / "records" / "zzz-t0.a0.json"
+    newer.write_text(json.dumps({"row": {**row("zzz-t0"), "schema_version": SCHEMA_VERSION + 1}, "curve": []}))
     with pytest.raises(UserError, match="newer sweeper"):
         ledger.records()
+    assert newer.exists()
+
+
+def test_atomic_writes_fsync_the_folder_after_the_rename(tmp_path, monkeypatch):
+    """A rename is durable only once its folder is fsynced: else a crash can lose a record that was 'written'."""
+    import os
+    import stat
+
+    from sweeper import io
+
+    events = []
+    real_fsync, real_replace, real_link = os.fsync, os.replace, os.link
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(
+        "fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("rename"), real_replace(a, b))[1])
+    monkeypatch.setattr(os, "link", lambda a, b: (events.append("rename"), real_link(a, b))[1])
+    io.atomic_write_json(tmp_path / "x.json", {"a": 1})
+    assert events == ["fsync-file", "rename", "fsync-dir"]
+    events.clear()
+    Ledger(tmp_path).record(row("abc-t0"), [])  # the record, then the two parquet views
+    assert events[:3] == ["fsync-file", "rename", "fsync-dir"]
+    assert events.count("rename") == 3 and events.count("fsync-dir") >= 3
+    assert all(events[i + 1] == "fsync-dir" for i, e in enumerate(events) if e == "rename")
 
 
 def test_live_files_are_hints_and_cleared_by_the_record(tmp_path):
@@ -69,3 +147,49 @@ def test_live_files_are_hints_and_cleared_by_the_record(tmp_path):
 def test_read_cells_of_a_non_sweep_folder(tmp_path):
     with pytest.raises(UserError, match=r"no cells\.parquet"):
         read_cells(tmp_path)
+
+
+def test_a_record_is_created_exclusively_even_where_hard_links_are_not_supported(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from sweeper import io
+
+    io.create_json(tmp_path / "r.json", {"a": 1})
+    with pytest.raises(FileExistsError):
+        io.create_json(tmp_path / "r.json", {"a": 2})
+
+    def no_links(source, target):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)  # e.g. some FUSE / SMB mounts
+    with pytest.raises(FileExistsError):
+        io.create_json(tmp_path / "r.json", {"a": 3})
+    io.create_json(tmp_path / "s.json", {"a": 4})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
+    assert json.loads((tmp_path / "s.json").read_text()) == {"a": 4}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "s.json"]  # no temporary file left
+    moved = io.move_aside(tmp_path / "s.json", tmp_path / "aside")
+    (tmp_path / "s.json").write_text("again")
+    assert io.move_aside(tmp_path / "s.json", tmp_path / "aside") == moved.with_name("s.json.1")
+    assert moved.read_text() == '{\n  "a": 4\n}\n' and not (tmp_path / "s.json").exists()
+
+
+def test_describe_spaces_says_which_rows_belong_to_which_space():
+    """What `sweeper report` can print (analysis/sources.py calls it with the rows of cells.parquet)."""
+    from sweeper.ledger import describe_spaces, space_hash
+
+    old, new = {"name": "g", "recipe": {"lr": 1e-4}}, {"name": "g", "recipe": {"lr": 3e-4}}
+    launches = [{"at": "t1", "space_hash": space_hash(old), "space": old, "cells": ["a"]},
+                {"at": "t2", "space_hash": space_hash(new), "space": new, "cells": ["b"]},
+                {"at": "t3", "space_hash": space_hash(new), "space": new, "cells": ["b"]}]
+    rows = [{"cell_id": "a", "space_hash": space_hash(old)}, {"cell_id": "b", "space_hash": space_hash(new)},
+            {"cell_id": "a"}, {"cell_id": "z"}]  # the last two: rows from before rows named their space
+    first, second, unknown = describe_spaces({"space": new, "launches": launches}, rows)
+    assert first.startswith(f"space {space_hash(old)} ('g', 1 launch t1)") and first.endswith(
+        f"2 trial attempts (space_hash = '{space_hash(old)}')")
+    assert f"2 launches t2 .. t3; vs {space_hash(old)}: recipe.lr: 0.0001 -> 0.0003" in second
+    assert second.endswith(f"1 trial attempt (space_hash = '{space_hash(new)}')")
+    assert unknown.startswith("1 trial attempt of no launched space")
+    assert describe_spaces({"space": new, "launches": launches[1:]}, rows) == []  # one space: nothing to say
+    assert describe_spaces({"space": old, "cells": [{"id": "a"}]}, rows) == []  # a manifest from before launches

@@ -265,3 +265,32 @@ def test_a_failing_trial_is_recorded_as_failed_and_not_retried_past_max_retries(
     assert row["steps"] == 5  # the last report before the crash is kept
     code, _, err = run_cli(*args)  # given up after max_retries + 1 failures: not run again
     assert code == 1 and cells(out).height == 1
+
+
+@pytest.mark.timeout(240)
+def test_a_fresh_sweep_on_the_same_storage_never_touches_the_first_sweeps_weights(run_cli, smoke_space, tmp_path):
+    """Two sweeps, one storage folder (as every sweep of a cluster.yaml shares its SWEEPER_STORAGE): the second
+    (--fresh) trains the same trial key; it must write its own weights, not over the first sweep's."""
+    from sweeper.tune import start_ray, stop_ray
+
+    out, storage = tmp_path / "sweep", tmp_path / "shared"
+    grid = ("launch", "grid", "--space", str(smoke_space), "--out", str(out), "--storage", str(storage),
+            "--methods", "lora", "--scales", "xs", "--no-evaluate", "--no-report")
+    started = start_ray(None)  # one Ray for both launches
+    try:
+        code, _, stderr = run_cli(*grid)
+        assert code == 0, stderr
+        [first] = cells(out)["checkpoint"].to_list()
+        weights = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in Path(first).rglob("*") if p.is_file()}
+        code, _, stderr = run_cli(*grid, "--fresh")
+        assert code == 0, stderr
+    finally:
+        if started:
+            stop_ray()
+    [second_out] = [p for p in tmp_path.iterdir() if p.name.startswith("sweep-")]
+    [second] = cells(second_out)["checkpoint"].to_list()
+    assert first != second  # the first ledger still points at the first sweep's weights ...
+    assert weights and all((p.read_bytes(), p.stat().st_mtime_ns) == v for p, v in weights.items())  # untouched
+    ids = [json.loads((folder / "manifest.json").read_text())["sweep_id"] for folder in (out, second_out)]
+    assert ids[0] != ids[1] and first.startswith(str(storage / ids[0])) and second.startswith(str(storage / ids[1]))
+    assert json.loads(cells(second_out)["resumed_at"][0]) == []
