@@ -3,6 +3,13 @@
     python benchmarks/evals_bench.py execution [--file F] [--baseline-sample 150]
         programs/s scoring one Astraios generations file (3,280 programs) in the sandbox, against
         one fresh interpreter per program run serially (`python -c program`, the same 3 s timeout)
+    python benchmarks/evals_bench.py ab --other PATH [--rounds 4]
+        the sandbox part of `execution` (same 150-program sample, then the whole file) for this checkout
+        and another one (PATH: e.g. a copy of the tree before a change), alternating, each round in a
+        fresh interpreter: a fair comparison on a machine whose load changes
+    python benchmarks/evals_bench.py screen
+        the sandbox's static screen over every released Astraios HumanEvalPack-Python generation
+        (synthesize, fix, explain-synthesize; all sizes): programs rejected (with reasons) and ms per program
     python benchmarks/evals_bench.py generation
         tokens/s of greedy and sampled generation with a micro-"l"-sized model (random weights)
     python benchmarks/evals_bench.py tasks [--limit N] [--max-new-tokens 128] [--tasks a,b]
@@ -55,6 +62,7 @@ def execution(file: Path, baseline_sample: int) -> dict:
         outcomes = sandbox.run(programs, description=None)
         whole = time.perf_counter() - started
         workers = sandbox.n_workers
+        isolation = sandbox.isolation
     return {
         "file": file.name, "programs": len(programs), "distinct_programs": len(distinct), "workers": workers,
         "baseline_fresh_interpreter_serial_programs_per_s": round(baseline, 2),
@@ -63,7 +71,79 @@ def execution(file: Path, baseline_sample: int) -> dict:
         "sandbox_whole_file_s": round(whole, 1),
         "sandbox_whole_file_programs_per_s": round(len(programs) / whole, 1),
         "pass@1": round(100 * sum(o.passed for o in outcomes) / len(outcomes), 2),
+        "isolation": isolation,
     }
+
+
+# The sandbox half of `execution`, run by `ab` in a fresh interpreter with the tree to measure first on
+# sys.path (argv: tree, generations file, sample size): only the API both trees share.
+SANDBOX_ONLY = """
+import gzip, json, random, sys, time
+sys.path.insert(0, sys.argv[1])
+from sweeper.evals.problems import harness_program, load_humanevalpack
+from sweeper.evals.sandbox import Sandbox, SandboxLimits
+problems = load_humanevalpack(sys.argv[1] + "/../shared/data/humanevalpack/python.jsonl.gz")
+with gzip.open(sys.argv[2], "rt") as f:
+    generations = json.load(f)
+programs = [harness_program(s, p.test) for p, samples in zip(problems, generations) for s in samples]
+sample = random.Random(0).sample(list(dict.fromkeys(programs)), int(sys.argv[3]))
+with Sandbox(SandboxLimits(timeout_s=3.0)) as sandbox:
+    started = time.perf_counter()
+    sandbox.run(sample, description=None)
+    same_sample = len(sample) / (time.perf_counter() - started)
+with Sandbox(SandboxLimits(timeout_s=3.0)) as sandbox:
+    started = time.perf_counter()
+    outcomes = sandbox.run(programs, description=None)
+    whole = time.perf_counter() - started
+print(json.dumps({"sandbox_same_sample_programs_per_s": round(same_sample, 1), "sandbox_whole_file_s": round(whole, 1),
+                  "pass@1": round(100 * sum(o.passed for o in outcomes) / len(outcomes), 2)}))
+"""
+
+
+def ab(other: Path, rounds: int, file: Path, sample_size: int) -> dict:
+    trees = {"this": ROOT, "other": Path(other).resolve()}
+    rows: dict[str, list[dict]] = {name: [] for name in trees}
+    for round_ in range(rounds):
+        for name in list(trees) if round_ % 2 == 0 else list(reversed(trees)):
+            with open("/proc/loadavg") as f:
+                load = float(f.read().split()[0])
+            done = subprocess.run([sys.executable, "-c", SANDBOX_ONLY, str(trees[name]), str(file), str(sample_size)],
+                                  capture_output=True, text=True, cwd=trees[name], check=True)
+            rows[name].append({**json.loads(done.stdout.strip().splitlines()[-1]), "load_before": load})
+
+    def median(name: str, key: str) -> float:
+        values = sorted(row[key] for row in rows[name])
+        return values[len(values) // 2]
+
+    keys = ("sandbox_same_sample_programs_per_s", "sandbox_whole_file_s")
+    return {"rounds": rows, "median": {name: {key: median(name, key) for key in keys} for name in trees}}
+
+
+def screen_released() -> dict:
+    from sweeper.evals.sandbox_screen import screen
+
+    problems = load_humanevalpack(DATA / "humanevalpack/python.jsonl.gz")
+    seen: dict[str, str | None] = {}
+    files = total = 0
+    started = time.perf_counter()
+    for folder in ("humanevalsynthesize-python", "humanevalfixtests-python", "humanevalexplainsynthesize-python"):
+        for path in sorted((DATA / "astraios" / folder).glob("*.json.gz")):
+            with gzip.open(path, "rt") as f:
+                generations = json.load(f)
+            files += 1
+            if folder.startswith("humanevalexplain"):  # 20 descriptions per problem, one program each
+                pairs = [(problems[j // 20], g[0]) for j, g in enumerate(generations)]
+            else:
+                pairs = [(p, s) for p, samples in zip(problems, generations, strict=True) for s in samples]
+            for problem, sample in pairs:
+                total += 1
+                program = harness_program(sample, problem.test)
+                if program not in seen:
+                    seen[program] = screen(program)
+    seconds = time.perf_counter() - started
+    rejected = [reason for reason in seen.values() if reason is not None]
+    return {"files": files, "programs": total, "distinct_programs": len(seen), "rejected": len(rejected),
+            "reasons": sorted(set(rejected)), "ms_per_distinct_program_incl_loading": round(1000 * seconds / len(seen), 3)}
 
 
 def micro_model():
@@ -137,7 +217,9 @@ def tasks(limit: int | None, max_new_tokens: int, only: list[str] | None) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["execution", "generation", "tasks"])
+    parser.add_argument("part", choices=["execution", "ab", "screen", "generation", "tasks"])
+    parser.add_argument("--other", type=Path, default=None, help="ab: the other checkout")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--file", type=Path, default=DEFAULT_FILE)
     parser.add_argument("--baseline-sample", type=int, default=150)
     parser.add_argument("--limit", type=int, default=None)
@@ -146,6 +228,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.part == "execution":
         result = execution(args.file, args.baseline_sample)
+    elif args.part == "ab":
+        if args.other is None:
+            parser.error("ab needs --other PATH")
+        result = ab(args.other, args.rounds, args.file, args.baseline_sample)
+    elif args.part == "screen":
+        result = screen_released()
     elif args.part == "generation":
         result = generation()
     else:

@@ -19,7 +19,7 @@ needs_pack = pytest.mark.skipif(not PACK.is_file(), reason="shared HumanEvalPack
 
 @pytest.fixture(scope="module")
 def sandbox():
-    with Sandbox() as box:
+    with Sandbox(allow_weak=True) as box:  # the scores here do not depend on the isolation level
         yield box
 
 

@@ -29,10 +29,13 @@ FILES = {
 def test_astraios_1b_pass_at_1_is_reproduced():
     measured = {}
     # One sandbox for the 14 files: identical programs across methods are executed once.
-    with Sandbox() as sandbox:
+    with Sandbox(allow_weak=True) as sandbox:  # exactness does not depend on the isolation level
         for task, methods in REFERENCE.items():
             for method in methods:
                 report = score_generations(task, ASTRAIOS / FILES[task].format(method), data=PACK, sandbox=sandbox)
                 measured[task, method] = 100 * report["metrics"][0]["value"]
+        rejected = sandbox.counts["rejected"]  # the screen rejects no released generation
     gaps = {key: round(value - REFERENCE[key[0]][key[1]], 2) for key, value in measured.items()}
     assert all(abs(gap) <= TOLERANCE for gap in gaps.values()), gaps
+    assert rejected == 0
+

@@ -1,4 +1,7 @@
-"""Hostile programs are contained, scored as failures, and the harness survives them."""
+"""Hostile programs are contained, scored as failures, and the harness survives them.
+
+The containment tests run with the static screen off (`raw`): they bypass the Python-level guards on
+purpose (`posix.fork`, `_socket`), so that what they check is the kernel's isolation."""
 
 import os
 import socket
@@ -8,14 +11,32 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.evals.sandbox import Sandbox, SandboxLimits
+from sweeper.evals.sandbox import Sandbox, SandboxLimits, WeakSandboxError
+from sweeper.evals.sandbox_guard import SECCOMP
 
 TIMEOUT_S = 2.0
 
 
+def _strict(**kwargs) -> Sandbox:
+    """A sandbox with at least the minimum isolation; these tests skip where the kernel refuses it
+    (the refusal itself is tested in test_sandbox_isolation.py)."""
+    box = Sandbox(SandboxLimits(timeout_s=TIMEOUT_S), workers=2, **kwargs)
+    try:
+        box.start()
+    except WeakSandboxError as err:
+        pytest.skip(f"this kernel refuses the sandbox's minimum isolation: {err}")
+    return box
+
+
 @pytest.fixture(scope="module")
 def sandbox():
-    with Sandbox(SandboxLimits(timeout_s=TIMEOUT_S), workers=2) as box:
+    with _strict() as box:
+        yield box
+
+
+@pytest.fixture(scope="module")
+def raw():
+    with _strict(screen=False) as box:
         yield box
 
 
@@ -36,10 +57,12 @@ def test_passing_and_failing_programs(sandbox):
 
 
 def test_isolation_reported(sandbox):
-    # These hold on this machine (root, Linux 6.x); elsewhere the fallbacks apply and are reported.
+    # At least the minimum, or the sandbox would not have started (no opt-in here).
     isolation = sandbox.isolation
-    assert "network namespace" in isolation or "socket guard" in isolation
+    assert "network namespace" in isolation or SECCOMP in isolation
+    assert {"pid namespace", "private read-only root", "private /tmp"} <= set(isolation), isolation
     assert any(name.startswith("process limit") for name in isolation), isolation
+    assert sandbox.settings()["below_minimum"] == []
 
 
 @pytest.mark.parametrize("program", [
@@ -49,9 +72,15 @@ def test_isolation_reported(sandbox):
     "exit(0)\nassert False",
     "raise SystemExit(0)",
 ])
-def test_exit_before_the_tests_is_a_failure(sandbox, program):
-    assert run_one(sandbox, program).status == "failed"
-    assert_alive(sandbox)
+def test_exit_before_the_tests_is_a_failure(sandbox, raw, program):
+    for box in (sandbox, raw):
+        assert run_one(box, program).status in ("failed", "rejected")
+        assert_alive(box)
+
+
+def test_syntax_error_is_a_failure_of_the_program(sandbox):
+    outcome = run_one(sandbox, "def f(:\n    pass")
+    assert outcome.status == "failed" and "SyntaxError" in outcome.detail
 
 
 def test_infinite_loop_times_out(sandbox):
@@ -65,30 +94,26 @@ def _process_count() -> int:
     return sum(name.isdigit() for name in os.listdir("/proc"))
 
 
-def test_fork_bomb_is_contained(sandbox):
-    if not any(name.startswith("process limit") for name in sandbox.isolation):
-        pytest.skip("no process limit on this machine: a fork bomb would harm it")
+def test_fork_bomb_is_contained(raw):
     before = _process_count()
     # posix.fork bypasses the reliability guard's os.fork = None: the kernel limits must hold.
     bomb = "import posix\nwhile True:\n    try:\n        posix.fork()\n    except OSError:\n        pass"
-    outcome = run_one(sandbox, bomb)
+    outcome = run_one(raw, bomb)
     assert not outcome.passed
     assert outcome.seconds < TIMEOUT_S + 3
     assert _process_count() < before + 20  # every process of the bomb is gone (others run on this machine)
-    assert_alive(sandbox)
+    assert_alive(raw)
 
 
-def test_bounded_fork_count(sandbox):
-    if not any(name.startswith("process limit") for name in sandbox.isolation):
-        pytest.skip("no process limit on this machine")
+def test_bounded_fork_count(raw):
     program = (
         "import posix, time\ncount = 0\nfor _ in range(200):\n    try:\n        pid = posix.fork()\n"
-        "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(5)\n        posix._exit(0)\n"
+        "    except OSError:\n        break\n    if pid == 0:\n        time.sleep(5)\n        raise SystemExit\n"
         "    count += 1\nprint('forked', count)\nassert count < 200"
     )
-    outcome = run_one(sandbox, program)
+    outcome = run_one(raw, program)
     forked = int(outcome.detail.split("forked")[1].split()[0])
-    assert forked < sandbox.limits.max_processes
+    assert forked < raw.limits.max_processes
     assert outcome.passed
 
 
@@ -108,7 +133,7 @@ def test_huge_output_is_cut(sandbox):
     assert_alive(sandbox)
 
 
-def test_files_outside_the_work_directory_are_protected(sandbox):
+def test_files_outside_the_work_directory_are_protected(raw):
     outside = Path(tempfile.mkdtemp(dir="/var/tmp"))  # on the real disk, outside the program's /tmp
     try:
         victim = outside / "victim.txt"
@@ -120,13 +145,13 @@ def test_files_outside_the_work_directory_are_protected(sandbox):
             f"open({str(outside / 'new.txt')!r}, 'w').write('x')",
             f"import shutil\nshutil.rmtree({str(outside)!r})",
         ):
-            assert not run_one(sandbox, program).passed, program
+            assert not run_one(raw, program).passed, program
         assert victim.read_text() == "keep me"
         assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
     finally:
         victim.unlink(missing_ok=True)
         outside.rmdir()
-    assert_alive(sandbox)
+    assert_alive(raw)
 
 
 def test_fresh_temporary_directory_per_program(sandbox):
@@ -134,7 +159,7 @@ def test_fresh_temporary_directory_per_program(sandbox):
     assert [o.passed for o in sandbox.run([write, write + "\n"], description=None)] == [True, True]
 
 
-def test_no_network(sandbox):
+def test_no_network(raw):
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
@@ -148,7 +173,7 @@ def test_no_network(sandbox):
             f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'pwned')",
             f"import _socket\ns = _socket.socket()\ns.settimeout(1)\ns.connect(('127.0.0.1', {port}))",
         ):
-            assert not run_one(sandbox, program).passed, program
+            assert not run_one(raw, program).passed, program
     finally:
         thread.join()
         server.close()
@@ -169,9 +194,9 @@ def _accept(server: socket.socket):
     "assert ppid > 1, 'parent not visible'\nposix.kill(ppid, 9)",
     "import posix\nposix.kill(-1, 9)",
 ])
-def test_killing_the_parent_is_contained(sandbox, program):
-    assert not run_one(sandbox, program).passed
-    assert_alive(sandbox)
+def test_killing_the_parent_is_contained(raw, program):
+    assert not run_one(raw, program).passed
+    assert_alive(raw)
 
 
 def test_worker_death_is_an_error_not_a_crash(sandbox):

