@@ -8,14 +8,15 @@ batch's iterations cost per step, not per row.) Inside `pool()`, `starmap` runs 
 processes; outside it, or where processes cannot be started, it runs them in order here. Either way
 the answers are the same, call for call.
 
-The workers are forked when `pool()` is entered, before the CLI starts its progress-bar thread: a fork
-copies only the calling thread, so a lock another thread holds at that moment would stay held in the
-child forever. Forking (not spawning) also spares a caller's unguarded script from being re-run as the
+The workers are forked when `pool()` is entered, before the CLI starts its progress-bar thread, and only
+from a process with no other thread: a fork copies only the calling thread, so a lock another thread
+holds at that moment would stay held in the child forever. Forking (not spawning) also spares a caller's unguarded script from being re-run as the
 workers' main module. A worker's own calls run serially (it holds no pool).
 """
 
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,7 +35,9 @@ def pool(workers: int | None = None) -> Iterator[None]:
     """Run `starmap` calls on `workers` processes (default: one per core) until the block ends."""
     global _active
     count = workers or cores()
-    if count < 2 or _active is not None:
+    # Fork only a single-threaded process: after `sweeper launch grid` the driver still has Ray's threads
+    # (gRPC among them), whose locks a child would inherit held. There the fits run serially.
+    if count < 2 or _active is not None or threading.active_count() > 1:
         yield
         return
     try:

@@ -198,8 +198,11 @@ def test_fits_on_worker_processes_equal_the_serial_ones():
     law = LAWS.get("power")
     serial = fit_curves(law, data, counts, "serial")
     assert serial.failures and serial.joint is not None and len(serial.independent) == 2
+    import threading
+
+    forks = threading.active_count() == 1  # a process with other threads (an earlier Ray test's) runs serially
     with workers.pool(2):
-        assert workers._active is not None
+        assert (workers._active is not None) == forks
         parallel = fit_curves(law, data, counts, "serial")
     assert workers._active is None
     assert [c.kind for c in parallel.all()] == [c.kind for c in serial.all()]
