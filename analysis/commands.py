@@ -121,7 +121,7 @@ def _run(source: str, options, out: str | None, quiet: bool, backtest: bool, wit
     from analysis.sources import load_source
     from analysis.tables import results_table, write_tables
     from analysis.workers import pool
-    from sweeper.launch import check_writable
+    from sweeper.io import check_writable
 
     loaded = load_source(source)
     folder = Path(out) if out else (loaded.path / "analysis" if loaded.is_sweep else Path(f"analysis-{loaded.path.stem}"))

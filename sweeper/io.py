@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sweeper.errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -116,3 +118,17 @@ def move_aside(path: Path, folder: Path) -> Path:
         fsync_dir(path.parent)
         return target
     raise FileExistsError(errno.EEXIST, "no free name to move the file to", str(folder / path.name))
+
+
+def check_writable(out: Path) -> None:
+    """The folder, or the nearest existing parent it would be made in, must take a new folder: tried
+    for real (and removed at once), since permission bits say nothing for root or read-only mounts."""
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"--out {out}: {probe} is a file, expected a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".sweeper-probe-", dir=probe))
+    except OSError as err:
+        raise UserError(f"--out {out}: {probe} is not writable ({err.strerror})") from None

@@ -27,6 +27,7 @@ from typing import Any
 
 from sweeper import provenance
 from sweeper.errors import UserError
+from sweeper.io import check_writable
 from sweeper.ledger import FINISHED, Ledger, new_sweep_id, space_hash, warn
 from sweeper.plan import Plan, to_json
 from sweeper.progress import LiveTable, TrialView
@@ -63,22 +64,6 @@ def resolve_out(space_name: str, options: LaunchOptions) -> Path:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         out = out.with_name(f"{out.name}-{stamp}")
     return out
-
-
-def check_writable(out: Path) -> None:
-    """The folder, or the nearest existing parent it would be made in, must take a new folder: tried
-    for real (and removed at once), since permission bits say nothing for root or read-only mounts."""
-    import tempfile
-
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError(f"--out {out}: {probe} is a file, expected a folder")
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".sweeper-probe-", dir=probe))
-    except OSError as err:
-        raise UserError(f"--out {out}: {probe} is not writable ({err.strerror})") from None
 
 
 def check_same_space(ledger: Ledger, plan: Plan, force: bool) -> None:
