@@ -3,11 +3,11 @@
 import json
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
 
 SourceArgument = Annotated[str, typer.Argument(help="A sweep folder (reads its ledger) or a CSV / parquet table.")]
 XOption = Annotated[str | None, typer.Option(
@@ -101,6 +101,13 @@ def report(
     typer.echo(f"wrote {folder / 'report.md'} and {folder / 'report.html'} (+ {len(written) - 2} files)")
 
 
+def write_default_report(source: str | Path) -> tuple[Any, Path, list[Path]]:
+    """`sweeper report SOURCE` with every default (the main job's last step): (analysis, folder, files)."""
+    options = _options(None, None, None, None, "exponential", None, None, False, 1000, False, None, None, 0)
+    analysis, _, folder, written = _run(str(source), options, None, quiet=False, backtest=True, with_report=True)
+    return analysis, folder, written
+
+
 def _options(x, y, by, law, link, predict, size, holdout_largest, bootstrap, drop_invalid, define, where, seed):
     """The command-line options as a validated `analysis.pipeline.Options`."""
     from analysis.pipeline import Options
@@ -121,10 +128,12 @@ def _run(source: str, options, out: str | None, quiet: bool, backtest: bool, wit
     from analysis.sources import load_source
     from analysis.tables import results_table, write_tables
     from analysis.workers import pool
-    from sweeper.io import check_writable
+    from sweeper.core.io import check_writable
+    from sweeper.sweep.folder import SweepFolder
 
     loaded = load_source(source)
-    folder = Path(out) if out else (loaded.path / "analysis" if loaded.is_sweep else Path(f"analysis-{loaded.path.stem}"))
+    folder = Path(out) if out else (SweepFolder(loaded.path).analysis if loaded.is_sweep
+                                    else Path(f"analysis-{loaded.path.stem}"))
     check_writable(folder)  # before the work, not after it
     with pool(), progress(enabled=not quiet) as step:
         analysis = analyze(loaded, options, backtest=backtest, step=step)

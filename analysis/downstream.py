@@ -26,7 +26,7 @@ from analysis import bootstrap
 from analysis.curves import Curve
 from analysis.fitting import Fit, FitData, fit, predict
 from analysis.laws import Law
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
 
 # Metric names that mean "lower is better" (error rates, insecure-code rates, losses, nats per token).
 LOWER_IS_BETTER = ("insecure", "error", "err_", "loss", "perplexity", "nll")

@@ -14,7 +14,7 @@ from scipy.optimize import nnls
 
 from analysis.laws import Law
 from analysis.solver import Problem, identifiable, minimize, objective
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
 
 STARTS = 8  # grid points refined by the full fit
 AGREE_RTOL = 1e-6  # starts whose loss is within this fraction of the best are said to agree

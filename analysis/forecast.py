@@ -42,7 +42,7 @@ from scipy import stats
 from analysis.fitting import FitData, check_points, degenerate, minimum_points, predict, starting_points
 from analysis.laws import LAWS, Law
 from analysis.solver import Problem, identifiable, minimize
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
 
 CANDIDATES = ("power", "loglog", "curved")  # the default ensemble for one x column
 MAX_ORIGINS = 3  # rolling origins: each of the largest (up to) three scales held out in turn...

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from sweeper.registry import Registry
+from sweeper.core.registry import Registry
 
 # The Huber threshold on log residuals used by Hoffmann et al. 2022 and Epoch's refit.
 LOG_HUBER_DELTA = 1e-3

@@ -40,9 +40,10 @@ from analysis.forecast import (
 )
 from analysis.laws import LAWS, Law
 from analysis.sources import Source, add_columns, filter_rows, require_columns, require_numeric
-from sweeper import provenance
-from sweeper.config import Frozen
-from sweeper.errors import UserError
+from sweeper.core import provenance
+from sweeper.core.config import Frozen
+from sweeper.core.errors import UserError
+from sweeper.sweep.folder import SweepFolder
 
 SWEEP_X = "total_params"
 SWEEP_ALTERNATIVE_X = "trainable_params"  # the paper's second view: loss vs. updated parameters
@@ -367,7 +368,7 @@ def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, coun
     evals = source.evals
     if evals is None or evals.height == 0:
         return []
-    require_columns(evals, ["cell_id", "trial_id", "task", "metric", "value"], str(source.path / "evals.parquet"))
+    require_columns(evals, ["cell_id", "trial_id", "task", "metric", "value"], str(SweepFolder(source.path).evals_table))
     points = frame.select("cell_id", "trial_id").with_row_index("row")
     joined = (
         evals.join(points, on=["cell_id", "trial_id"], how="inner")

@@ -21,7 +21,7 @@ from analysis.curves import INDEPENDENT, JOINT, Curve
 from analysis.downstream import Link
 from analysis.forecast import Target, interval
 from analysis.pipeline import Analysis, Study
-from sweeper.io import atomic_write
+from sweeper.core.io import atomic_write
 
 PANEL_INCHES = 3.2
 GRID_POINTS = 120

@@ -1,8 +1,8 @@
 """What `sweeper fit` reads: a sweep folder (its ledger) or any CSV / parquet table.
 
 A sweep folder holds `cells.parquet` (one row per trial), and optionally `evals.parquet` (downstream
-scores) and `manifest.json`. A cell's result is its best `done` trial (lowest final validation loss);
-the other trials were the learning-rate search and are not points of the scaling curve. A cell run
+scores) and `manifest.json` (paths: `SweepFolder`). A cell's result is its best `done` trial (lowest
+final validation loss, `sweeper.sweep.ledger.best_trials`, the rule evaluation uses too); the other trials were the learning-rate search and are not points of the scaling curve. A cell run
 with replicates (`seeds: K`) has one result per seed, each the best of that seed's own search: the
 points of one cell then differ only by run-to-run noise, which the fit needs to see (`cell_id` and
 `seed` tell them apart). A ledger without a `seed` column gives one point per cell.
@@ -15,12 +15,9 @@ from pathlib import Path
 
 import polars as pl
 
-from sweeper.errors import UserError, first_line
-from sweeper.ledger import describe_spaces
-
-LEDGER = "cells.parquet"
-EVALS = "evals.parquet"
-MANIFEST = "manifest.json"
+from sweeper.core.errors import UserError, first_line
+from sweeper.sweep.folder import SweepFolder
+from sweeper.sweep.ledger import best_trials, describe_spaces
 
 
 @dataclass(frozen=True)
@@ -43,9 +40,10 @@ def load_source(path: str | Path) -> Source:
     """Read a sweep folder or a table; a missing, unreadable or empty source is a UserError."""
     path = Path(path)
     if path.is_dir():
-        if not (path / LEDGER).is_file():
-            raise UserError(f"{path}: not a sweep folder (no {LEDGER}) and not a CSV or parquet file")
-        return _load_sweep(path)
+        folder = SweepFolder(path)
+        if not folder.cells.is_file():
+            raise UserError(f"{path}: not a sweep folder (no {folder.cells.name}) and not a CSV or parquet file")
+        return _load_sweep(folder)
     if not path.is_file():
         raise UserError(f"{path}: no such file or sweep folder")
     table = read_table(path)
@@ -81,29 +79,20 @@ def _check_unique_header(path: Path) -> None:
                         "expected unique column names")
 
 
-def _load_sweep(folder: Path) -> Source:
-    trials = read_table(folder / LEDGER)
+def _load_sweep(folder: SweepFolder) -> Source:
+    ledger = folder.cells
+    trials = read_table(ledger)
     if trials.height == 0:
-        raise UserError(f"{folder / LEDGER}: the ledger is empty: no trial has been recorded yet")
-    require_columns(trials, ["cell_id", "status", "final_val_loss"], str(folder / LEDGER))
+        raise UserError(f"{ledger}: the ledger is empty: no trial has been recorded yet")
+    require_columns(trials, ["cell_id", "status", "final_val_loss"], str(ledger))
     statuses = dict(trials.group_by("status").len().sort("status").iter_rows())
-    done = trials.filter((pl.col("status") == "done") & pl.col("final_val_loss").is_not_null())
-    if done.height == 0:
+    cells = best_trials(trials)
+    if cells.height == 0:
         counts = ", ".join(f"{status} {n}" for status, n in statuses.items())
-        raise UserError(f"{folder / LEDGER}: no trial finished (`done`) with a validation loss; trials: {counts}")
-    # Best done trial per cell and seed (lowest loss, ties broken by trial id), in ledger order.
-    point = ["cell_id", "seed"] if "seed" in done.columns else ["cell_id"]
-    cells = (
-        done.with_row_index("ledger_row")
-        .sort(["final_val_loss", "trial_id"], nulls_last=True)
-        .group_by(point, maintain_order=True)
-        .first()
-        .sort("ledger_row")
-        .drop("ledger_row")
-    )
-    evals = read_table(folder / EVALS) if (folder / EVALS).is_file() else None
-    manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
-    return Source(path=folder, is_sweep=True, table=cells, evals=evals, manifest=manifest,
+        raise UserError(f"{ledger}: no trial finished (`done`) with a validation loss; trials: {counts}")
+    evals = read_table(folder.evals_table) if folder.evals_table.is_file() else None
+    manifest = json.loads(folder.manifest.read_text()) if folder.manifest.is_file() else {}
+    return Source(path=folder.root, is_sweep=True, table=cells, evals=evals, manifest=manifest,
                   trials=trials.height, statuses=statuses, spaces=tuple(describe_spaces(manifest, trials.to_dicts())))
 
 

@@ -18,7 +18,7 @@ from analysis import bootstrap
 from analysis.curves import INDEPENDENT, NOT_CONVERGED, Curve
 from analysis.forecast import summarize
 from analysis.pipeline import FORECAST, Analysis, Study
-from sweeper.io import atomic_write, atomic_write_json
+from sweeper.core.io import atomic_write, atomic_write_json
 
 SCHEMA = {
     "section": pl.String, "fit": pl.String, "law": pl.String, "x": pl.String, "y": pl.String,

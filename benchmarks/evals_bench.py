@@ -154,7 +154,7 @@ def micro_model():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPTBigCodeForCausalLM, PreTrainedTokenizerFast
 
-    from sweeper.models import Arch, LoadedModel, count_parameters
+    from sweeper.ladders import Arch, LoadedModel, count_parameters
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -24,12 +24,13 @@ from pathlib import Path
 
 import torch
 
-from sweeper import provenance
-from sweeper.engines import make_engine
+from sweeper.core import provenance
+from sweeper.ladders import count_parameters, get_ladder
 from sweeper.methods import apply_method
-from sweeper.models import count_parameters, get_ladder
 from sweeper.plan import ACCELERATORS, trial_flops
-from sweeper.space import Recipe, expand, load_space
+from sweeper.schema import Recipe
+from sweeper.space import expand, load_space
+from sweeper.train.engines import make_engine
 
 PEAK_BY_CARD = {"H100": ACCELERATORS["H100-80GB"].peak_tflops, "H200": ACCELERATORS["H100-80GB"].peak_tflops,
                 "A100": ACCELERATORS["A100-80GB"].peak_tflops}

@@ -25,8 +25,8 @@ def main() -> int:
     args = parser.parse_args()
     os.environ["SWEEPER_CACHE"] = args.cache or tempfile.mkdtemp(prefix="sweeper-ladder-bench-")
 
-    from sweeper.micro.build import build_ladder
-    from sweeper.micro.ladder import MICRO, MicroLadder
+    from sweeper.ladders.micro.build import build_ladder
+    from sweeper.ladders.micro.ladder import MICRO, MicroLadder
 
     ladder = MICRO
     if args.seed is not None:

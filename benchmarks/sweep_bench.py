@@ -26,18 +26,19 @@ PYTHON = sys.executable
 IN_PROCESS = """
 import sys
 from sweeper.space import expand, load_space
-from sweeper.train import Trial, run_trial
+from sweeper.schema import Trial
+from sweeper.train.loop import run_trial
 space = load_space("micro", sys.argv[1:])
 cell = next(c for c in expand(space) if (c.method, c.scale) == ("fft", "l"))
-outcome = run_trial(Trial(cell=cell, trial_key="bench", lr=cell.recipe.lr))
+outcome = run_trial(Trial(cell=cell, lr=cell.recipe.lr))
 print(outcome.status, outcome.final_val_loss)
 """
 
 THROUGH_TRAIN = """
 import sys
-import sweeper.tune
-sweeper.tune.runs_direct = lambda cell: False  # force the TorchTrainer path for this benchmark
-from sweeper.cli import main
+import sweeper.backend.driver
+sweeper.backend.driver.runs_direct = lambda cell: False  # force the TorchTrainer path for this benchmark
+from sweeper.cli.main import main
 sys.argv = ["sweeper", *sys.argv[1:]]
 main()
 """

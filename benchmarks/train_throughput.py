@@ -17,12 +17,13 @@ from pathlib import Path
 
 import torch
 
-from sweeper import provenance
+from sweeper.core import provenance
 from sweeper.data import prepare_data
+from sweeper.ladders import get_ladder
 from sweeper.methods import apply_method
-from sweeper.models import get_ladder
+from sweeper.schema import Trial
 from sweeper.space import expand, load_space
-from sweeper.train import Trial, run_trial
+from sweeper.train.loop import run_trial
 
 
 def hf_trainer_tokens_per_s(cell, steps: int) -> float:
@@ -47,7 +48,7 @@ def hf_trainer_tokens_per_s(cell, steps: int) -> float:
 
 
 def sweeper_tokens_per_s(cell, steps: int) -> float:
-    outcome = run_trial(Trial(cell=cell, trial_key="bench", lr=cell.recipe.lr))
+    outcome = run_trial(Trial(cell=cell, lr=cell.recipe.lr))
     train_points = [p for p in outcome.curve if p["step"] > 0]
     # tokens/s per evaluation window, weighted by the window's tokens: total tokens / total train time
     seconds = sum((p["tokens"] - q["tokens"]) / p["tokens_per_s"] for q, p in zip(outcome.curve, train_points,

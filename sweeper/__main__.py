@@ -1,3 +1,3 @@
-from sweeper.cli import main
+from sweeper.cli.main import main
 
 main()

@@ -32,8 +32,8 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sweeper.models import Arch, get_ladder
-from sweeper.space import Cell
+from sweeper.ladders import Arch, get_ladder
+from sweeper.schema import Cell
 
 GIB = 2**30
 # Share of a GPU's memory the estimate may fill: the CUDA context (~0.5 GiB), cuBLAS/NCCL workspaces and

@@ -15,8 +15,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
-from sweeper.errors import UserError
-from sweeper.space import Cell, Cost, Space, expand
+from sweeper.core.errors import UserError
+from sweeper.schema import Cell, Cost, Space
+from sweeper.space import expand
 
 
 class Accelerator(NamedTuple):
@@ -151,7 +152,7 @@ def check_context(cells: list[Cell]) -> None:
     """Refuse sequences longer than the model's learned positions: seq_len tokens plus the virtual tokens
     of prompt methods (P-Tuning / prompt tuning prepend them; prefix tuning shifts the position ids by
     them). Past n_positions the position embedding lookup fails only once a trial runs."""
-    from sweeper.models import get_ladder
+    from sweeper.ladders import get_ladder
 
     for cell in cells:
         limit = get_ladder(cell.ladder).scale(cell.scale).arch.n_positions
@@ -164,8 +165,8 @@ def check_context(cells: list[Cell]) -> None:
 
 def parameter_counts(cells: list[Cell]) -> list[tuple[int, int]]:
     """(trainable, total) per cell: counted on the meta device once, then remembered on disk."""
-    from sweeper.memo import DiskMemo
-    from sweeper.models import get_ladder
+    from sweeper.core.memo import DiskMemo
+    from sweeper.ladders import get_ladder
 
     memo = DiskMemo("parameter_counts")
     counts = []
@@ -232,7 +233,7 @@ def human(n: float) -> str:
 def print_plan(plan: Plan) -> None:
     from rich.table import Table
 
-    from sweeper.console import console as make_console
+    from sweeper.core.console import console as make_console
 
     space = plan.space
     replicated = any(e.seeds > 1 for e in plan.estimates)  # the seeds column only when it says something

@@ -42,8 +42,8 @@ def isolated_cache(request, tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def smoke_ladder(smoke_cache) -> str:
     """The `micro-smoke` ladder (the micro ladder with a few pretraining steps), built once per session."""
-    from sweeper.micro.build import build_ladder
-    from sweeper.models import get_ladder
+    from sweeper.ladders import get_ladder
+    from sweeper.ladders.micro.build import build_ladder
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SWEEPER_CACHE", str(smoke_cache))
@@ -54,7 +54,7 @@ def smoke_ladder(smoke_cache) -> str:
 @pytest.fixture
 def run_cli(monkeypatch, capsys):
     """Run `sweeper ARGS...` in-process; returns (exit code, stdout, stderr)."""
-    from sweeper.cli import main
+    from sweeper.cli.main import main
 
     def run(*args: str) -> tuple[int, str, str]:
         monkeypatch.setattr(sys, "argv", ["sweeper", *args])

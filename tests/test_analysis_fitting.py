@@ -15,7 +15,7 @@ from analysis.laws import LAWS
 from analysis.pipeline import Options, analyze
 from analysis.solver import objective
 from analysis.sources import load_source
-from sweeper.paths import PROJECT_ROOT
+from sweeper.core.paths import PROJECT_ROOT
 
 SCALING = PROJECT_ROOT.parent / "shared" / "data" / "scaling"
 CHINCHILLA = SCALING / "chinchilla_epoch_svg_extracted.csv"

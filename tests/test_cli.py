@@ -1,6 +1,6 @@
 import pytest
 
-from sweeper.paths import PROJECT_ROOT
+from sweeper.core.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.usefixtures("plan_memo")  # the astraios plan counted once per session
 

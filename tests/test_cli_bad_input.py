@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.paths import PROJECT_ROOT
+from sweeper.core.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.usefixtures("plan_memo")
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from sweeper.cluster import (
+from sweeper.backend.cluster import (
     GPU_MEMORY_GIB,
     check_cells_fit,
     live_node_types,
@@ -13,10 +13,10 @@ from sweeper.cluster import (
     node_types_of,
     validate_cluster,
 )
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
+from sweeper.core.paths import PROJECT_ROOT
 from sweeper.memory import MemoryEstimate, estimate_memory
-from sweeper.paths import PROJECT_ROOT
-from sweeper.space import Cell, DataConfig, EarlyStopping, Recipe, Resources, Search
+from sweeper.schema import Cell, DataConfig, EarlyStopping, Recipe, Resources, Search
 
 CLUSTER_YAML = PROJECT_ROOT / "cluster.yaml"
 AUTH_AND_STORAGE = ["--env=RAY_AUTH_MODE=token", "--env=SWEEPER_STORAGE=s3://bucket/sweeps"]
@@ -316,7 +316,7 @@ def test_cpu_cells_need_cpus_only():
 
 
 def test_real_estimates_fit_the_shipped_cluster_only_with_the_savings():
-    from sweeper.models import count_parameters, get_ladder, meta_model
+    from sweeper.ladders import count_parameters, get_ladder, meta_model
 
     types = validate_cluster(CLUSTER_YAML).node_types
     total = count_parameters(meta_model(get_ladder("starcoderbase").scale("3b").arch))[1]

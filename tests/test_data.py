@@ -7,25 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from sweeper.data import (
-    IGNORE,
-    SOURCES,
-    CommitPackFT,
-    Example,
-    GitHistory,
-    LocalCode,
-    format_prompt,
-    mine_functions,
-    pack,
-    prepare_data,
-    split_examples,
-)
-from sweeper.errors import UserError
-from sweeper.micro.corpus import collect_corpus
-from sweeper.micro.ladder import MICRO, TokenizerConfig
-from sweeper.micro.tokenizer import as_transformers, train_tokenizer
-from sweeper.paths import cache_dir
-from sweeper.space import DataConfig
+from sweeper.core.errors import UserError
+from sweeper.core.paths import cache_dir
+from sweeper.data import IGNORE, SOURCES, Example, octopack_prompt, pack, prepare_data, split_examples
+from sweeper.data.commitpackft import CommitPackFT
+from sweeper.data.git import GitHistory
+from sweeper.data.local_code import LocalCode, mine_functions
+from sweeper.ladders.micro.config import TokenizerConfig
+from sweeper.ladders.micro.corpus import collect_corpus
+from sweeper.ladders.micro.ladder import MICRO
+from sweeper.ladders.micro.tokenizer import as_transformers, train_tokenizer
+from sweeper.schema import DataConfig
 
 EXAMPLES = [
     Example("Add two numbers.", "def add(a, b):\n    return a + b\n"),
@@ -59,7 +51,7 @@ def test_octopack_format_and_packing(tokenizer):
     n_real = len(tokenizer(expected, add_special_tokens=False)["input_ids"])
     assert (labels.flatten()[n_real:] == IGNORE).all()
     assert ids.numel() - n_real < 32
-    assert format_prompt("x") == "Question: x\n\nAnswer:"
+    assert octopack_prompt("x") == "Question: x\n\nAnswer:"
 
 
 def test_loss_on_all_versus_answer(tokenizer):
@@ -93,10 +85,10 @@ def test_fingerprint_and_cache(tokenizer, cache, monkeypatch):
     mined = {"n": 0}
 
     class Fixed:
-        def identity(self, config):
+        def identity(self, config, files):
             return {"examples": "fixed"}
 
-        def examples(self, config):
+        def examples(self, config, files):
             mined["n"] += 1
             return [Example(f"Task number {i}.", f"print({i})\n") for i in range(60)]
 
@@ -150,10 +142,13 @@ def tiny():
 
 def test_local_code_mines_only_heldout_files(tokenizer, cache):
     corpus = collect_corpus(MICRO.corpus)
-    files = LocalCode()._files(DataConfig())
+    files = MICRO.instruction_files()  # the ladder hands the source its held-out code; the source knows no ladder
+    assert LocalCode()._files(DataConfig(), files) == files
+    with pytest.raises(UserError, match="data.path"):
+        LocalCode()._files(DataConfig(), None)  # a ladder without code of its own: a folder must be given
     assert set(files) == {f.path for f in corpus.heldout_files}
     assert not set(files) & {f.path for f in corpus.train_files}
-    data = prepare_data(DataConfig(max_examples=80), tokenizer)
+    data = prepare_data(DataConfig(max_examples=80), tokenizer, files=MICRO.instruction_files())
     assert data.n_examples == 80 and data.train_ids.shape[1] == 256
 
 

@@ -5,12 +5,12 @@ import math
 
 import pytest
 
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
+from sweeper.core.paths import PROJECT_ROOT
 from sweeper.evals.metrics import binary_scores, mean_pass_at_k, pass_at_k, robust_results
 from sweeper.evals.problems import harness_program, load_humaneval, load_humanevalpack
 from sweeper.evals.sandbox import Sandbox
 from sweeper.evals.tasks import TASKS, Context
-from sweeper.paths import PROJECT_ROOT
 
 SHARED = PROJECT_ROOT.parent / "shared" / "data"
 PACK = SHARED / "humanevalpack" / "python.jsonl.gz"
@@ -283,7 +283,7 @@ def test_security_flags_insecure_completions(sandbox):
 # -- scoring saved generations ------------------------------------------------------------------
 
 def test_score_command_json(tmp_path, capsys):
-    from sweeper.cli import app
+    from sweeper.cli.main import app
 
     problems = load_humaneval()[:2]
     generations = [[p.prompt + p.canonical_solution, p.prompt + "    return None\n"] for p in problems]

@@ -2,9 +2,9 @@
 
 import pytest
 
+from sweeper.core.paths import PROJECT_ROOT
 from sweeper.evals.evaluate import score_generations
 from sweeper.evals.sandbox import Sandbox
-from sweeper.paths import PROJECT_ROOT
 
 DATA = PROJECT_ROOT.parent / "shared" / "data"
 PACK = DATA / "humanevalpack" / "python.jsonl.gz"

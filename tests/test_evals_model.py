@@ -5,13 +5,13 @@ import json
 import pytest
 import torch
 
+from sweeper.core.paths import PROJECT_ROOT
 from sweeper.evals.evaluate import evaluate_model
 from sweeper.evals.lm import HFLanguageModel
 from sweeper.evals.problems import load_humaneval
 from sweeper.evals.sandbox import Sandbox
 from sweeper.evals.tasks import TASKS
-from sweeper.models import Arch, LoadedModel
-from sweeper.paths import PROJECT_ROOT
+from sweeper.ladders import Arch, LoadedModel
 
 PACK = PROJECT_ROOT.parent / "shared" / "data" / "humanevalpack" / "python.jsonl.gz"
 
@@ -93,7 +93,7 @@ def test_evaluate_model_every_task(tiny, sandbox, tmp_path):
 
 
 def test_evaluate_model_rejects_bad_settings(tiny):
-    from sweeper.errors import UserError
+    from sweeper.core.errors import UserError
 
     with pytest.raises(UserError, match="unknown task"):
         evaluate_model(tiny, ["nope"], n_samples=1, temperature=0.0)

@@ -4,13 +4,25 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.errors import UserError
-from sweeper.launch import LaunchOptions, check_same_space, exclusive, pending_slots, resolve_out, trial_slots
-from sweeper.ledger import Ledger
+from sweeper.core.errors import UserError
 from sweeper.plan import make_plan
 from sweeper.space import load_space
+from sweeper.sweep.launch import LaunchOptions, check_same_space, exclusive, resolve_out
+from sweeper.sweep.ledger import Ledger
+from sweeper.sweep.trials import grid_trials, pending_trials
 
 pytestmark = pytest.mark.usefixtures("plan_memo")  # the astraios plan counted once per session
+
+
+def fake_report(trial, *, steps: int, final_val_loss: float = float("nan"), checkpoint: str | None = None):
+    """The last report of a trial that trained `steps` steps (what a worker would send through Ray)."""
+    from sweeper.schema import TrialReport
+
+    return TrialReport(
+        trial_id=trial.trial_id, status="done", steps=steps, tokens=steps * trial.cell.tokens_per_step,
+        initial_val_loss=2.0, final_val_loss=final_val_loss, best_val_loss=final_val_loss, tokens_per_s=1.0,
+        trainable_params=1, total_params=2, dataset_fingerprint="data", model_source="base", wall_seconds=1.0,
+        checkpoint=checkpoint, resumed_at=(), hardware="{}", pid=1, curve=())
 
 
 def astraios_plan(*sets: str):
@@ -52,36 +64,37 @@ def test_one_driver_per_folder(tmp_path):
 
 def test_what_is_left_to_run(tmp_path):
     plan = astraios_plan()
-    slots = trial_slots(plan.cells[:3])
+    slots = grid_trials(plan.cells[:3])
     ledger = Ledger(tmp_path)
     done, failing, _ = slots
-    ledger.record({"cell_id": done.cell.id, "trial_id": done.key, "attempt": 0, "status": "done",
+    ledger.record({"cell_id": done.cell.id, "trial_id": done.trial_id, "attempt": 0, "status": "done",
                    "finished_at": "2026-01-01T00:00:00+00:00"}, [])
     for attempt in range(2):
-        ledger.record({"cell_id": failing.cell.id, "trial_id": failing.key, "attempt": attempt,
+        ledger.record({"cell_id": failing.cell.id, "trial_id": failing.trial_id, "attempt": attempt,
                        "status": "failed", "finished_at": f"2026-01-01T00:00:0{attempt + 1}+00:00"}, [])
-    todo, given_up = pending_slots(slots, ledger.rows(), max_retries=2)
-    assert [s.key for s in todo] == [failing.key, slots[2].key] and given_up == []
-    todo, given_up = pending_slots(slots, ledger.rows(), max_retries=1)
-    assert [s.key for s in todo] == [slots[2].key] and [s.key for s in given_up] == [failing.key]
+    todo, given_up = pending_trials(slots, ledger.rows(), max_retries=2)
+    assert [s.trial_id for s in todo] == [failing.trial_id, slots[2].trial_id] and given_up == []
+    todo, given_up = pending_trials(slots, ledger.rows(), max_retries=1)
+    assert [s.trial_id for s in todo] == [slots[2].trial_id] and [s.trial_id for s in given_up] == [failing.trial_id]
 
 
 def test_status_shows_running_rates_and_trials_that_only_failed(tmp_path, capsys):
-    from sweeper.launch import write_manifest
-    from sweeper.status import collect, print_status
+    from sweeper.sweep.launch import write_manifest
+    from sweeper.sweep.status import collect, print_status
 
     plan = astraios_plan()
     ledger = Ledger(tmp_path)
     write_manifest(ledger, plan, "astraios")
-    running, failed = trial_slots(plan.cells)[:2]
-    ledger.update_live(running.key, {"trial_id": running.key, "step": 50, "tokens": 50 * running.cell.tokens_per_step,
-                                     "val_loss": 1.5, "best_val_loss": 1.5, "tokens_per_s": 2048.0})
-    ledger.record({"cell_id": failed.cell.id, "trial_id": failed.key, "attempt": 0, "status": "failed",
+    running, failed = grid_trials(plan.cells)[:2]
+    ledger.update_live(running.trial_id, {"trial_id": running.trial_id, "steps": 50,
+                                          "tokens": 50 * running.cell.tokens_per_step, "final_val_loss": 1.5,
+                                          "best_val_loss": 1.5, "tokens_per_s": 2048.0})
+    ledger.record({"cell_id": failed.cell.id, "trial_id": failed.trial_id, "attempt": 0, "status": "failed",
                    "finished_at": "2026-01-01T00:00:00+00:00"}, [])
     summary = collect(tmp_path)
     trials = {t["trial_id"]: t for t in summary["trials"]}
-    assert trials[running.key]["status"] == "running" and trials[running.key]["tokens_per_s"] == 2048.0
-    assert trials[failed.key]["status"] == "failed"
+    assert trials[running.trial_id]["status"] == "running" and trials[running.trial_id]["tokens_per_s"] == 2048.0
+    assert trials[failed.trial_id]["status"] == "failed"
     print_status(summary)
     row = next(line for line in capsys.readouterr().out.splitlines() if running.cell.id in line)
     eta = (running.cell.train_tokens - 50 * running.cell.tokens_per_step) / 2048.0  # seconds
@@ -95,15 +108,15 @@ def test_replicates_are_trials_with_their_own_seed_and_replicate_0_keeps_its_key
     from sweeper.space import expand
 
     cells = expand(load_space("astraios", ["seeds=3", "recipe.seed=7", *SEARCH]))[:2]
-    slots = trial_slots(cells)
-    assert len(slots) == 2 * 3 * 2 and len({s.key for s in slots}) == len(slots)
+    slots = grid_trials(cells)
+    assert len(slots) == 2 * 3 * 2 and len({s.trial_id for s in slots}) == len(slots)
     for cell in cells:
         mine = [s for s in slots if s.cell == cell]
         assert [(s.seed, s.index) for s in mine] == [(seed, i) for seed in (7, 8, 9) for i in (0, 1)]
-        assert [s.key for s in mine] == [f"{cell.id}-t0", f"{cell.id}-t1"] + [
+        assert [s.trial_id for s in mine] == [f"{cell.id}-t0", f"{cell.id}-t1"] + [
             f"{cell.id}-t{i}-s{seed}" for seed in (8, 9) for i in (0, 1)]
-    without = trial_slots(expand(load_space("astraios", ["recipe.seed=7", *SEARCH]))[:2])  # seeds: 1
-    assert [s.key for s in slots if s.replicate == 0] == [s.key for s in without]
+    without = grid_trials(expand(load_space("astraios", ["recipe.seed=7", *SEARCH]))[:2])  # seeds: 1
+    assert [s.trial_id for s in slots if s.replicate == 0] == [s.trial_id for s in without]
 
 
 def test_each_replicate_searches_its_own_lr_and_trains_and_records_with_its_seed(tmp_path):
@@ -112,51 +125,54 @@ def test_each_replicate_searches_its_own_lr_and_trains_and_records_with_its_seed
 
     from rich.console import Console
 
-    from sweeper.launch import views
-    from sweeper.progress import LiveTable
-    from sweeper.tune import CellTrialSearcher, LedgerCallback, PerCellASHA, _trial_from
+    from sweeper.backend.callbacks import LedgerCallback
+    from sweeper.backend.search import CellTrialSearcher, PerCellASHA
+    from sweeper.sweep.progress import LiveTable
+    from sweeper.sweep.trials import views
 
     plan = astraios_plan("seeds=2", *SEARCH)
-    slots = trial_slots(plan.cells[:1])
+    slots = grid_trials(plan.cells[:1])
     scheduler = PerCellASHA()
-    searcher = CellTrialSearcher(slots, {"store": None}, tmp_path / "optuna.journal", scheduler)
+    searcher = CellTrialSearcher(slots, {}, tmp_path / "optuna.journal", scheduler)
     configs = [searcher.suggest(f"tune-{n}") for n in range(len(slots))]
     cell = slots[0].cell
-    assert [c["trial_key"] for c in configs] == [s.key for s in slots]
-    assert [_trial_from(c).seed for c in configs] == [0, 0, 1, 1]
+    assert [c["trial"].trial_id for c in configs] == [s.trial_id for s in slots]
+    assert [c["trial"].seed for c in configs] == [0, 0, 1, 1]
     assert sorted(searcher.studies) == sorted({cell.id, f"{cell.id}-s1"})  # replicate 0 keeps the cell's study
-    assert all(1e-4 <= c["lr"] <= 1e-2 for c in configs) and len({c["lr"] for c in configs}) == 4
+    lrs = [c["trial"].lr for c in configs]
+    assert all(1e-4 <= lr <= 1e-2 for lr in lrs) and len(set(lrs)) == 4
+    assert all(c["trial"].recipe.lr == c["trial"].lr for c in configs)  # the optimizer's lr is the search's
 
     ledger = Ledger(tmp_path)
     table = LiveTable(views(slots, []), "t", console=Console(file=io.StringIO()))
     provenance = {"git_sha": "0" * 40, "git_dirty": False, "versions": {}, "hardware": {}}
-    recorder = LedgerCallback(ledger, {s.key: s for s in slots}, scheduler, provenance, table)
+    recorder = LedgerCallback(ledger, scheduler, provenance, table)
     trial = SimpleNamespace(trial_id="tune-3", config=configs[3])
-    recorder._record(trial, "done", {"step": 200, "val_loss": 1.0})
+    recorder._record(trial, "done", fake_report(configs[3]["trial"], steps=200, final_val_loss=1.0))
     assert ledger.rows()[0]["seed"] == 1 and ledger.rows()[0]["trial_id"] == f"{cell.id}-t1-s1"
 
 
 def test_status_summarises_the_replicates_of_a_cell(tmp_path, capsys):
-    from sweeper.launch import write_manifest
-    from sweeper.status import collect, print_status
+    from sweeper.sweep.launch import write_manifest
+    from sweeper.sweep.status import collect, print_status
 
     plan = astraios_plan("seeds=3", *SEARCH)
     ledger = Ledger(tmp_path)
     write_manifest(ledger, plan, "astraios")
-    slots = trial_slots(plan.cells[:2])
+    slots = grid_trials(plan.cells[:2])
     # cell 0: per seed the better lr trial counts (1.0, 1.2, 1.1); cell 1: one seed done, no spread
     outcomes = {(0, 0, 0): 1.0, (0, 0, 1): 1.5, (0, 1, 0): 1.3, (0, 1, 1): 1.2, (0, 2, 1): 1.1, (1, 0, 0): 2.0}
     by_slot = {(plan.cells.index(s.cell), s.replicate, s.index): s for s in slots}
     for n, (where, loss) in enumerate(outcomes.items()):
         slot = by_slot[where]
-        ledger.record({"cell_id": slot.cell.id, "trial_id": slot.key, "attempt": 0, "status": "done",
+        ledger.record({"cell_id": slot.cell.id, "trial_id": slot.trial_id, "attempt": 0, "status": "done",
                        "final_val_loss": loss, "seed": slot.seed, "finished_at": f"2026-01-01T00:00:0{n}+00:00"}, [])
     diverged = by_slot[0, 2, 0]
-    ledger.record({"cell_id": diverged.cell.id, "trial_id": diverged.key, "attempt": 0, "status": "diverged",
+    ledger.record({"cell_id": diverged.cell.id, "trial_id": diverged.trial_id, "attempt": 0, "status": "diverged",
                    "final_val_loss": 0.5, "seed": diverged.seed, "finished_at": "2026-01-01T00:00:09+00:00"}, [])
     summary = collect(tmp_path)
     assert len(summary["trials"]) == 28 * 3 * 2
-    assert {t["trial_id"]: t["seed"] for t in summary["trials"]}[diverged.key] == 2
+    assert {t["trial_id"]: t["seed"] for t in summary["trials"]}[diverged.trial_id] == 2
     [replicates] = summary["replicates"]
     assert (replicates["cell_id"], replicates["seeds"], replicates["seeds_done"]) == (plan.cells[0].id, 3, 3)
     assert replicates["val_loss_by_seed"] == {"0": 1.0, "1": 1.2, "2": 1.1}
@@ -190,45 +206,47 @@ class NoRay:
         from pathlib import Path
         from types import SimpleNamespace
 
-        from sweeper.checkpoint import CheckpointStore
-        from sweeper.tune import LedgerCallback, PerCellASHA
+        from sweeper.backend.callbacks import LedgerCallback
+        from sweeper.backend.search import PerCellASHA
+        from sweeper.train.artifacts import CheckpointStore
 
         checkpoints = CheckpointStore(store)
-        resumed = {slot.key: checkpoints.latest(slot.key) for slot in todo}
+        resumed = {slot.trial_id: checkpoints.latest(slot.trial_id) for slot in todo}
         self.runs.append({"out": ledger.out, "store": store, "resumed": resumed, **kwargs})
         extra = {k: kwargs[k] for k in inspect.signature(LedgerCallback).parameters if k in kwargs}
-        recorder = LedgerCallback(ledger, {s.key: s for s in todo}, PerCellASHA(), provenance, table, **extra)
+        recorder = LedgerCallback(ledger, PerCellASHA(), provenance, table, **extra)
         for n, slot in enumerate(todo):
             with tempfile.TemporaryDirectory() as scratch:
                 weights = Path(scratch)
                 (weights / "weights.txt").write_text(f"trained by {ledger.out.name}")
                 if self.interrupt:
-                    checkpoints.upload(slot.key, 5, weights)
-                    checkpoints.commit(slot.key, 5)
+                    checkpoints.upload(slot.trial_id, 5, weights)
+                    checkpoints.commit(slot.trial_id, 5)
                     continue
-                final = checkpoints.save_final(slot.key, weights)
-            trial = SimpleNamespace(trial_id=f"tune-{n}", config={"trial_key": slot.key, "lr": slot.cell.recipe.lr})
-            recorder._record(trial, "done", {"step": slot.cell.recipe.steps, "val_loss": 1.0,
-                                             "final_checkpoint": final})
+                final = checkpoints.save_final(slot.trial_id, weights)
+            trial = SimpleNamespace(trial_id=f"tune-{n}", config={"trial": slot})
+            recorder._record(trial, "done", fake_report(slot, steps=slot.cell.recipe.steps, final_val_loss=1.0,
+                                                        checkpoint=final))
         return recorder.finished
 
 
 @pytest.fixture
 def no_ray(monkeypatch):
-    import sweeper.cluster
-    import sweeper.launch
-    import sweeper.tune
+    import sweeper.backend.cluster
+    import sweeper.backend.driver
+    import sweeper.backend.runtime
+    import sweeper.sweep.launch
 
     fake = NoRay()
     monkeypatch.delenv("SWEEPER_STORAGE", raising=False)
-    monkeypatch.setattr(sweeper.launch, "prepare_base_models", lambda plan: None)
-    monkeypatch.setattr(sweeper.launch, "memory_plan", lambda plan: {})
-    monkeypatch.setattr(sweeper.cluster, "check_cells_fit", lambda *args: None)
-    monkeypatch.setattr(sweeper.tune, "start_ray", fake.start_ray)
-    monkeypatch.setattr(sweeper.tune, "stop_ray", lambda: None)
-    monkeypatch.setattr(sweeper.tune, "cluster_node_types", lambda: [])
-    monkeypatch.setattr(sweeper.tune, "alive_nodes", lambda: 1)
-    monkeypatch.setattr(sweeper.tune, "run_trials", fake.run_trials)
+    monkeypatch.setattr(sweeper.sweep.launch, "prepare_base_models", lambda plan: None)
+    monkeypatch.setattr(sweeper.sweep.launch, "memory_plan", lambda plan: {})
+    monkeypatch.setattr(sweeper.backend.cluster, "check_cells_fit", lambda *args: None)
+    monkeypatch.setattr(sweeper.backend.runtime, "start_ray", fake.start_ray)
+    monkeypatch.setattr(sweeper.backend.runtime, "stop_ray", lambda: None)
+    monkeypatch.setattr(sweeper.backend.runtime, "cluster_node_types", lambda: [])
+    monkeypatch.setattr(sweeper.backend.runtime, "alive_nodes", lambda: 1)
+    monkeypatch.setattr(sweeper.backend.driver, "run_trials", fake.run_trials)
     return fake
 
 
@@ -247,11 +265,11 @@ def manifest_of(out):
 def test_two_sweeps_on_one_storage_folder_never_share_a_checkpoint_path(tmp_path, no_ray):
     """Checkpoints were keyed by trial only: a second sweep on the same storage resumed the first's unfinished
     trial and overwrote its final weights (the first ledger then pointed at the second sweep's weights)."""
-    from sweeper.checkpoint import CheckpointStore
-    from sweeper.launch import launch_grid
+    from sweeper.sweep.launch import launch_grid
+    from sweeper.train.artifacts import CheckpointStore
 
     plan, shared = one_cell(), tmp_path / "shared"
-    [key] = [slot.key for slot in trial_slots(plan.cells)]
+    [key] = [slot.trial_id for slot in grid_trials(plan.cells)]
     no_ray.interrupt = True
     first = launch_grid(plan, "astraios", LaunchOptions(out=str(tmp_path / "a"), storage=str(shared)))
     no_ray.interrupt = False
@@ -274,7 +292,7 @@ def test_two_sweeps_on_one_storage_folder_never_share_a_checkpoint_path(tmp_path
 
 
 def test_the_default_storage_is_keyed_by_the_sweep_id_too(tmp_path, no_ray):
-    from sweeper.launch import launch_grid
+    from sweeper.sweep.launch import launch_grid
 
     result = launch_grid(one_cell(), "astraios", LaunchOptions(out=str(tmp_path / "a")))
     sweep_id = manifest_of(result.out)["sweep_id"]
@@ -285,7 +303,7 @@ def test_the_default_storage_is_keyed_by_the_sweep_id_too(tmp_path, no_ray):
 
 def old_folder(out, plan):
     """A sweep folder as sweeper wrote it before sweep ids: no sweep_id, launches without their space."""
-    from sweeper.launch import write_manifest
+    from sweeper.sweep.launch import write_manifest
 
     ledger = Ledger(out)
     write_manifest(ledger, plan, "astraios")
@@ -298,11 +316,11 @@ def old_folder(out, plan):
 def test_a_folder_made_before_sweep_ids_still_resumes_its_own_checkpoints(tmp_path, no_ray):
     """Its own OUT/checkpoints is inside the folder: no other sweep wrote there, so the unkeyed trial
     folders are its own and stay in use (recorded in the manifest)."""
-    from sweeper.checkpoint import CheckpointStore
-    from sweeper.launch import launch_grid
+    from sweeper.sweep.launch import launch_grid
+    from sweeper.train.artifacts import CheckpointStore
 
     plan, out = one_cell(), tmp_path / "old"
-    [key] = [slot.key for slot in trial_slots(plan.cells)]
+    [key] = [slot.trial_id for slot in grid_trials(plan.cells)]
     old_folder(out, plan)
     legacy = CheckpointStore(out / "checkpoints")
     with __import__("tempfile").TemporaryDirectory() as scratch:
@@ -322,11 +340,11 @@ def test_a_folder_made_before_sweep_ids_still_resumes_its_own_checkpoints(tmp_pa
 
 def test_a_folder_made_before_sweep_ids_on_shared_storage_gets_its_own_path(tmp_path, no_ray, capsys):
     """On shared storage an unkeyed trial folder may be another sweep's: never resumed from, with a warning."""
-    from sweeper.checkpoint import CheckpointStore
-    from sweeper.launch import launch_grid
+    from sweeper.sweep.launch import launch_grid
+    from sweeper.train.artifacts import CheckpointStore
 
     plan, out, shared = one_cell(), tmp_path / "old", tmp_path / "shared"
-    [key] = [slot.key for slot in trial_slots(plan.cells)]
+    [key] = [slot.trial_id for slot in grid_trials(plan.cells)]
     old_folder(out, plan)
     with __import__("tempfile").TemporaryDirectory() as scratch:
         CheckpointStore(shared).upload(key, 5, Path(scratch))
@@ -341,7 +359,7 @@ def test_a_folder_made_before_sweep_ids_on_shared_storage_gets_its_own_path(tmp_
 def test_the_space_check_runs_under_the_folder_lock(tmp_path, no_ray):
     """Another driver may change the folder between an unlocked check and the lock (here: a --force launch
     with another lr that finished while this one started Ray); only a check under the lock sees it."""
-    from sweeper.launch import launch_grid, write_manifest
+    from sweeper.sweep.launch import launch_grid, write_manifest
 
     out = tmp_path / "sweep"
     launch_grid(one_cell(), "astraios", LaunchOptions(out=str(out)))
@@ -359,29 +377,30 @@ def test_a_trial_is_recorded_after_one_of_its_records_was_removed(tmp_path):
 
     from rich.console import Console
 
-    from sweeper.launch import views
-    from sweeper.progress import LiveTable
-    from sweeper.tune import LedgerCallback, PerCellASHA
+    from sweeper.backend.callbacks import LedgerCallback
+    from sweeper.backend.search import PerCellASHA
+    from sweeper.sweep.progress import LiveTable
+    from sweeper.sweep.trials import views
 
-    [slot] = trial_slots(one_cell().cells)
+    [slot] = grid_trials(one_cell().cells)
     ledger = Ledger(tmp_path)
     table = LiveTable(views([slot], []), "t", console=Console(file=io.StringIO()))
     provenance = {"git_sha": "0" * 40, "git_dirty": False, "versions": {}, "hardware": {}}
-    recorder = LedgerCallback(ledger, {slot.key: slot}, PerCellASHA(), provenance, table)
-    trial = SimpleNamespace(trial_id="tune-0", config={"trial_key": slot.key, "lr": 1e-4})
+    recorder = LedgerCallback(ledger, PerCellASHA(), provenance, table)
+    trial = SimpleNamespace(trial_id="tune-0", config={"trial": slot})
     for _ in range(2):
-        recorder._record(trial, "failed", {"step": 3}, error="boom")
-    (tmp_path / "records" / f"{slot.key}.a0.json").unlink()
-    recorder._record(trial, "done", {"step": 200, "val_loss": 1.0})
-    recorder._record(trial, "done", {"step": 200, "val_loss": 1.0})
+        recorder._record(trial, "failed", fake_report(slot, steps=3), error="boom")
+    (tmp_path / "records" / f"{slot.trial_id}.a0.json").unlink()
+    recorder._record(trial, "done", fake_report(slot, steps=200, final_val_loss=1.0))
+    recorder._record(trial, "done", fake_report(slot, steps=200, final_val_loss=1.0))
     assert [(r["attempt"], r["status"]) for r in ledger.rows()] == [(1, "failed"), (2, "done"), (3, "done")]
 
 
 def test_status_and_launch_go_on_past_a_bad_record(tmp_path, no_ray, capsys):
     import json
 
-    from sweeper.launch import launch_grid
-    from sweeper.status import collect
+    from sweeper.sweep.launch import launch_grid
+    from sweeper.sweep.status import collect
 
     plan, out = one_cell(), tmp_path / "sweep"
     launch_grid(plan, "astraios", LaunchOptions(out=str(out)))
@@ -400,8 +419,8 @@ def test_status_and_launch_go_on_past_a_bad_record(tmp_path, no_ray, capsys):
 
 
 def test_force_with_a_changed_space_keeps_both_spaces_and_status_says_which_rows_are_whose(tmp_path, no_ray, capsys):
-    from sweeper.launch import launch_grid
-    from sweeper.status import collect, print_status
+    from sweeper.sweep.launch import launch_grid
+    from sweeper.sweep.status import collect, print_status
 
     out = tmp_path / "sweep"
     first, changed = one_cell(), one_cell("recipe.lr=3e-4")
@@ -432,8 +451,8 @@ def test_force_with_a_changed_space_keeps_both_spaces_and_status_says_which_rows
 
 
 def test_status_shows_a_recorded_trial_that_no_launched_grid_holds(tmp_path):
-    from sweeper.launch import write_manifest
-    from sweeper.status import collect
+    from sweeper.sweep.launch import write_manifest
+    from sweeper.sweep.status import collect
 
     ledger = Ledger(tmp_path)
     write_manifest(ledger, one_cell(), "astraios")

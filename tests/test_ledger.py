@@ -4,8 +4,8 @@ import math
 import polars as pl
 import pytest
 
-from sweeper.errors import UserError
-from sweeper.ledger import CELL_COLUMNS, CURVE_COLUMNS, SCHEMA_VERSION, Ledger, read_cells
+from sweeper.core.errors import UserError
+from sweeper.sweep.ledger import CELL_COLUMNS, CURVE_COLUMNS, SCHEMA_VERSION, Ledger, read_cells
 
 
 def row(trial_id: str, attempt: int = 0, status: str = "done", loss: float = 2.5) -> dict:
@@ -92,12 +92,12 @@ def test_a_record_that_cannot_be_moved_aside_is_skipped_with_a_warning(tmp_path,
     ledger = Ledger(tmp_path)
     ledger.record(row("abc-t0"), [])
     (tmp_path / "records" / "bad-t0.a0.json").write_text("{not json")
-    import sweeper.ledger
+    import sweeper.sweep.ledger
 
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(sweeper.ledger, "move_aside", refuse)  # e.g. `status` on someone else's folder
+    monkeypatch.setattr(sweeper.sweep.ledger, "move_aside", refuse)  # e.g. `status` on someone else's folder
     assert [r["trial_id"] for r in ledger.rows()] == ["abc-t0"]
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("warning: ") and "bad-t0.a0.json" in line and "could not be moved" in line
@@ -119,7 +119,7 @@ def test_atomic_writes_fsync_the_folder_after_the_rename(tmp_path, monkeypatch):
     import os
     import stat
 
-    from sweeper import io
+    from sweeper.core import io
 
     events = []
     real_fsync, real_replace, real_link = os.fsync, os.replace, os.link
@@ -153,7 +153,7 @@ def test_a_record_is_created_exclusively_even_where_hard_links_are_not_supported
     import errno
     import os
 
-    from sweeper import io
+    from sweeper.core import io
 
     io.create_json(tmp_path / "r.json", {"a": 1})
     with pytest.raises(FileExistsError):
@@ -177,7 +177,7 @@ def test_a_record_is_created_exclusively_even_where_hard_links_are_not_supported
 
 def test_describe_spaces_says_which_rows_belong_to_which_space():
     """What `sweeper report` can print (analysis/sources.py calls it with the rows of cells.parquet)."""
-    from sweeper.ledger import describe_spaces, space_hash
+    from sweeper.sweep.ledger import describe_spaces, space_hash
 
     old, new = {"name": "g", "recipe": {"lr": 1e-4}}, {"name": "g", "recipe": {"lr": 3e-4}}
     launches = [{"at": "t1", "space_hash": space_hash(old), "space": old, "cells": ["a"]},

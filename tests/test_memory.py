@@ -3,6 +3,7 @@ activation formula against the tensors autograd really saves (CPU, tiny GPTBigCo
 
 import pytest
 
+from sweeper.ladders import Arch, get_ladder
 from sweeper.memory import (
     GIB,
     activation_bytes,
@@ -10,8 +11,7 @@ from sweeper.memory import (
     fits,
     gpus_needed,
 )
-from sweeper.models import Arch, get_ladder
-from sweeper.space import Cell, DataConfig, EarlyStopping, Recipe, Resources, Search
+from sweeper.schema import Cell, DataConfig, EarlyStopping, Recipe, Resources, Search
 
 TINY = Arch(n_layer=2, n_embd=64, n_head=4, n_inner=256, vocab_size=1000, n_positions=512)  # kv = 16
 LORA = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["c_attn", "c_proj"]}
@@ -110,7 +110,7 @@ def gptbigcode_parameters(arch: Arch) -> int:
 
 
 def test_parameter_count_by_hand_matches_the_model():
-    from sweeper.models import count_parameters, meta_model
+    from sweeper.ladders import count_parameters, meta_model
 
     arch = get_ladder("starcoderbase").scale("1b").arch
     assert count_parameters(meta_model(arch)) == (gptbigcode_parameters(arch),) * 2

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
+from sweeper.core.paths import PROJECT_ROOT
+from sweeper.ladders import Arch, get_ladder
 from sweeper.methods import (
     UNSUPPORTED,
     count_method_parameters,
@@ -15,8 +17,6 @@ from sweeper.methods import (
     method_names,
     resolve_method_config,
 )
-from sweeper.models import Arch, get_ladder
-from sweeper.paths import PROJECT_ROOT
 
 ASTRAIOS = ["fft", "lora", "ptuning", "ia3", "adapterh", "adapterp", "parallel"]
 

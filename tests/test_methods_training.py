@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import GPTBigCodeForCausalLM
 
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
+from sweeper.ladders import Arch, count_parameters
 from sweeper.methods import (
     UNSUPPORTED,
     apply_method,
@@ -20,7 +21,6 @@ from sweeper.methods import (
     resolve_method_config,
     trainable_state_dict,
 )
-from sweeper.models import Arch, count_parameters
 
 TINY = Arch(n_layer=2, n_embd=64, n_head=4, n_inner=256, vocab_size=512, n_positions=64)
 # Methods whose peft defaults need widths divisible by a block size larger than this tiny model's.
@@ -242,7 +242,7 @@ def test_unsupported_methods_still_fail(name, tiny_base, batch):
     from peft import PeftType, get_peft_model
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
-    from sweeper.models import meta_model
+    from sweeper.ladders import meta_model
 
     stage, fields = FAILS[name]
     assert name in UNSUPPORTED

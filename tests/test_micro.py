@@ -6,16 +6,17 @@ import sys
 
 import pytest
 
-from sweeper.errors import UserError
-from sweeper.micro.build import build_ladder, cached_scale, plan_ladder
-from sweeper.micro.cache import CorruptEntry, commit_entry, load_entry
-from sweeper.micro.corpus import collect_corpus
-from sweeper.micro.ladder import MICRO, CorpusConfig, MicroLadder
-from sweeper.models import count_parameters, get_ladder, meta_model
+from sweeper.core.cache import CorruptEntry, commit_entry, load_entry
+from sweeper.core.errors import UserError
+from sweeper.ladders import count_parameters, get_ladder, meta_model
+from sweeper.ladders.micro.build import build_ladder, cached_scale, plan_ladder
+from sweeper.ladders.micro.config import CorpusConfig
+from sweeper.ladders.micro.corpus import collect_corpus
+from sweeper.ladders.micro.ladder import MICRO, MicroLadder
 
 
 def test_ladder_module_does_not_import_torch():
-    code = "import sys, sweeper.micro.ladder; print('torch' in sys.modules or 'transformers' in sys.modules)"
+    code = "import sys, sweeper.ladders.micro.ladder; print('torch' in sys.modules or 'transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -48,7 +48,7 @@ cluster.shutdown()
 
 @pytest.fixture
 def two_nodes():
-    from sweeper.cluster import DRIVER_RESOURCE
+    from sweeper.backend.cluster import DRIVER_RESOURCE
 
     # Token authentication stays on: both nodes and the sweep's driver share this token.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}

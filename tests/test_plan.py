@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
 from sweeper.plan import check_budget, estimate_cell, evaluations, make_plan, trial_flops
 from sweeper.space import expand, load_space
 

@@ -201,7 +201,7 @@ def test_duplicate_programs_run_once(sandbox):
 
 
 def test_limits_are_validated():
-    from sweeper.errors import UserError
+    from sweeper.core.errors import UserError
 
     with pytest.raises(UserError, match="timeout_s"):
         SandboxLimits.parse({"timeout_s": -1}, "limits")

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from sweeper.core.paths import PROJECT_ROOT
 from sweeper.evals.problems import load_humaneval
 from sweeper.evals.sandbox import Sandbox, SandboxLimits, WeakSandboxError
 from sweeper.evals.sandbox_guard import seccomp_program
-from sweeper.paths import PROJECT_ROOT
 
 TIMEOUT_S = 2.0
 

@@ -1,7 +1,8 @@
 import pytest
 
-from sweeper.errors import UserError
-from sweeper.space import Cell, apply_set, expand, load_space, parse_value, select
+from sweeper.core.errors import UserError
+from sweeper.schema import Cell
+from sweeper.space import apply_set, expand, load_space, parse_value, select
 
 ASTRAIOS_METHODS = ["fft", "lora", "ptuning", "ia3", "adapterh", "adapterp", "parallel"]
 

@@ -35,7 +35,7 @@ def kill_when_checkpointed(out: Path, killed: dict, trial_prefix: str = "", time
         while time.time() < deadline:
             for live in (out / "live").glob("*.json"):
                 info = json.loads(live.read_text())
-                if info["trial_id"].startswith(trial_prefix) and (info.get("step") or 0) >= 5 and info.get("pid"):
+                if info["trial_id"].startswith(trial_prefix) and (info.get("steps") or 0) >= 5 and info.get("pid"):
                     os.kill(info["pid"], signal.SIGKILL)
                     killed[info["trial_id"]] = info["pid"]
                     return
@@ -103,7 +103,7 @@ def test_per_cell_search_with_asha_keeps_a_finished_trial_per_cell(run_cli, smok
 
 @pytest.mark.timeout(240)
 def test_more_seeds_add_replicates_to_a_finished_cell(run_cli, smoke_space, tmp_path):
-    from sweeper.tune import start_ray, stop_ray
+    from sweeper.backend.runtime import start_ray, stop_ray
 
     out = tmp_path / "replicates"
     grid = ("launch", "grid", "--space", str(smoke_space), "--out", str(out), "--methods", "lora", "--scales", "xs",
@@ -271,7 +271,7 @@ def test_a_failing_trial_is_recorded_as_failed_and_not_retried_past_max_retries(
 def test_a_fresh_sweep_on_the_same_storage_never_touches_the_first_sweeps_weights(run_cli, smoke_space, tmp_path):
     """Two sweeps, one storage folder (as every sweep of a cluster.yaml shares its SWEEPER_STORAGE): the second
     (--fresh) trains the same trial key; it must write its own weights, not over the first sweep's."""
-    from sweeper.tune import start_ray, stop_ray
+    from sweeper.backend.runtime import start_ray, stop_ray
 
     out, storage = tmp_path / "sweep", tmp_path / "shared"
     grid = ("launch", "grid", "--space", str(smoke_space), "--out", str(out), "--storage", str(storage),

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
 
 if TYPE_CHECKING:
     from sweeper.evals.sandbox import Sandbox
-    from sweeper.models import LoadedModel
+    from sweeper.ladders import LoadedModel
 
 ROW_KEYS = ("task", "metric", "value", "n", "k", "settings")
 
@@ -85,7 +85,7 @@ def evaluate_model(
         if own_sandbox:
             sandbox.close()
     if out_dir is not None:
-        from sweeper.io import atomic_write_json
+        from sweeper.core.io import atomic_write_json
 
         atomic_write_json(Path(out_dir) / "timings.json", {"seconds_per_task": timings})
     return rows
@@ -97,7 +97,7 @@ def _rows(task: str, metrics: list, settings: dict) -> list[dict]:
 
 
 def _save(out_dir: Path, task: str, result) -> None:
-    from sweeper.io import atomic_write_json
+    from sweeper.core.io import atomic_write_json
 
     if result.generations is not None:
         atomic_write_json(out_dir / f"generations_{task}.json", result.generations)
@@ -132,7 +132,7 @@ def score_generations(
     """Score saved generations of a program task; returns metrics, settings and provenance.
 
     `allow_weak`: score even below the sandbox's minimum isolation (None: SWEEPER_ALLOW_WEAK_SANDBOX)."""
-    from sweeper import provenance
+    from sweeper.core import provenance
     from sweeper.evals.sandbox import Sandbox, SandboxLimits
     from sweeper.evals.tasks import TASKS, Context
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     import torch
 
-    from sweeper.models import LoadedModel
+    from sweeper.ladders import LoadedModel
 
 TOP_P = 0.95  # nucleus sampling as in bigcode-evaluation-harness's defaults
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
 
 PASS_AT = (1, 10, 100)  # the k reported whenever k <= n, as in Codex / bigcode-evaluation-harness
 

@@ -19,8 +19,8 @@ import re
 import tokenize
 from collections.abc import Callable
 
+from sweeper.core.registry import Registry
 from sweeper.evals.problems import Problem, problem_from_prompt
-from sweeper.registry import Registry
 
 Perturbation = Callable[[Problem], Problem]
 PERTURBATIONS: Registry[Perturbation] = Registry("perturbation")

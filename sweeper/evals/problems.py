@@ -17,7 +17,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sweeper.errors import UserError, first_line
+from sweeper.core.errors import UserError, first_line
 
 # bigcode-evaluation-harness's IMPORT_HELPER["python"] (from CodeGeeX): prepended to every program.
 IMPORT_HELPER = "\n".join([

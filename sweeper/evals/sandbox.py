@@ -66,8 +66,8 @@ from typing import Literal
 
 from pydantic import PositiveFloat, PositiveInt
 
-from sweeper.config import Frozen
-from sweeper.errors import UserError
+from sweeper.core.config import Frozen
+from sweeper.core.errors import UserError
 from sweeper.evals.problems import IMPORT_HELPER
 from sweeper.evals.sandbox_guard import SECCOMP
 

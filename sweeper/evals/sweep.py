@@ -1,13 +1,15 @@
 """`sweeper eval` on a sweep folder: every finished cell's tuned model on the downstream tasks.
 
-A cell's tuned model is its best finished trial (lowest final validation loss), rebuilt from the
-ledger's final checkpoint (base from the ladder + method + trained tensors). Results go to
-    evals/<cell_id>/records/<task>.<settings>.json   one record per (cell, task, settings), written
-                                                     atomically: the truth
-    evals/<cell_id>/<task>.<settings>/               generations (bigcode-evaluation-harness format)
+A cell's tuned model for each seed is the cell's result as the ledger defines it (`best_trials`: the
+best done trial, the same rule the analysis joins on), rebuilt from the ledger's final checkpoint
+(base from the ladder + method + trained tensors). Results go to (paths: `SweepFolder`)
+    evals/<result>/records/<task>.<settings>.json   one record per (result, task, settings), written
+                                                    atomically: the truth (<result>: `result_id`, the
+                                                    cell id for its first seed)
+    evals/<result>/<task>.<settings>/               generations (bigcode-evaluation-harness format)
     evals.parquet                    every row, rebuilt from the records after each one
-so an interrupted evaluation keeps what it finished, and a rerun skips (cell, task, settings) that
-are already recorded. Cells are evaluated by `workers` processes (one torch thread each).
+so an interrupted evaluation keeps what it finished, and a rerun skips (result, task, settings) that
+are already recorded. Models are evaluated by `workers` processes (one torch thread each).
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any
 
 import polars as pl
 
-from sweeper.errors import UserError
-from sweeper.io import atomic_write, atomic_write_json
-from sweeper.ledger import Ledger
+from sweeper.core.errors import UserError
+from sweeper.core.io import atomic_write, atomic_write_json
+from sweeper.sweep.folder import SweepFolder
+from sweeper.sweep.ledger import CELL_COLUMNS, Ledger, best_trials, result_id
 
 # Tiny models score ~0 on executed pass@1: the likelihood-ranked variants give them a graded signal.
 # The YES/NO ones (clone-/defect-detection-ll) are left out here: every micro model gave the same
@@ -42,23 +45,21 @@ EVAL_COLUMNS: dict[str, Any] = {
 }
 
 
-def best_trials(ledger: Ledger, cells: list[str] | None) -> list[dict[str, Any]]:
-    """The best done trial of each cell (optionally only the given cell ids), in ledger order."""
-    rows = [r["row"] for r in ledger.records() if r["row"]["status"] == "done" and r["row"]["checkpoint"]]
+def tuned_models(ledger: Ledger, cells: list[str] | None) -> list[dict[str, Any]]:
+    """The ledger row of each cell's result per seed (`best_trials`) that has a tuned model, optionally
+    only of the given cell ids, in ledger order."""
+    rows = best_trials(pl.DataFrame(ledger.rows(), schema=CELL_COLUMNS)).filter(
+        pl.col("checkpoint").is_not_null()).to_dicts()
     if not rows:
         raise UserError(f"{ledger.out}: no finished trial with a tuned model; run `sweeper launch grid` first")
-    best: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        current = best.get(row["cell_id"])
-        if current is None or row["final_val_loss"] < current["final_val_loss"]:
-            best[row["cell_id"]] = row
+    finished = list(dict.fromkeys(row["cell_id"] for row in rows))
     if cells:
-        unknown = [c for c in cells if c not in best]
+        unknown = [c for c in cells if c not in finished]
         if unknown:
             raise UserError(f"--cells: {', '.join(unknown)} not finished in {ledger.out}; "
-                            f"finished: {', '.join(best)}")
-        return [best[c] for c in cells]
-    return list(best.values())
+                            f"finished: {', '.join(finished)}")
+        return [row for cell in cells for row in rows if row["cell_id"] == cell]
+    return rows
 
 
 def settings_key(task: str, n_samples: int, temperature: float, limit: int | None) -> str:
@@ -66,50 +67,47 @@ def settings_key(task: str, n_samples: int, temperature: float, limit: int | Non
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def _record_path(out: Path, cell_id: str, task: str, key: str) -> Path:
-    return out / "evals" / cell_id / "records" / f"{task}.{key}.json"
-
-
 def _evaluate_cell(row: dict[str, Any], tasks: list[str], n_samples: int, temperature: float,
                    limit: int | None, out: str, allow_weak: bool | None = None) -> list[dict[str, Any]]:
     """Runs in a worker process: load the tuned model, evaluate, write one record per task."""
     import torch
 
-    from sweeper import provenance
+    from sweeper.core import provenance
     from sweeper.evals.evaluate import evaluate_model
     from sweeper.evals.sandbox import Sandbox
-    from sweeper.train import load_tuned_model
+    from sweeper.train.artifacts import load_tuned_model
 
     torch.set_num_threads(1)
     loaded, _ = load_tuned_model(row["checkpoint"])
-    cell_dir = Path(out) / "evals" / row["cell_id"]
+    folder = SweepFolder(Path(out))
     recorded = []
     info = provenance.collect()
     with Sandbox(workers=1, allow_weak=allow_weak) as box:
         for task in tasks:
             key = settings_key(task, n_samples, temperature, limit)
             results = evaluate_model(loaded, [task], n_samples=n_samples, temperature=temperature, limit=limit,
-                                     out_dir=cell_dir / f"{task}.{key}", sandbox=box)
+                                     out_dir=folder.eval_outputs(result_id(row), task, key), sandbox=box)
             rows = [{**result, "cell_id": row["cell_id"], "trial_id": row["trial_id"], "method": row["method"],
                      "scale": row["scale"], "git_sha": info["git_sha"],
                      "versions": json.dumps(info["versions"], sort_keys=True),
                      "hardware": json.dumps(info["hardware"], sort_keys=True), "recorded_at": info["recorded_at"]}
                     for result in results]
-            atomic_write_json(_record_path(Path(out), row["cell_id"], task, key), rows)
+            atomic_write_json(folder.eval_record(result_id(row), task, key), rows)
             recorded.extend(rows)
     return recorded
 
 
 def rebuild_evals(out: Path) -> Path:
     """evals.parquet from every record under evals/ (the records are the truth)."""
+    folder = SweepFolder(Path(out))
     rows = []
-    for path in sorted((out / "evals").glob("*/records/*.json")):
+    for path in folder.eval_records():
         try:
             rows.extend(json.loads(path.read_text()))
         except ValueError:
             raise UserError(f"{path}: corrupt evaluation record (not JSON)") from None
     table = pl.DataFrame([{c: r.get(c) for c in EVAL_COLUMNS} for r in rows], schema=EVAL_COLUMNS)
-    target = out / "evals.parquet"
+    target = folder.evals_table
     atomic_write(target, lambda tmp: table.write_parquet(tmp))
     return target
 
@@ -129,9 +127,9 @@ def evaluate_sweep(out: Path, tasks: list[str] | None, cells: list[str] | None, 
     ladder = manifest["space"]["ladder"]
     tasks = check_task_names(tasks or DEFAULT_TASKS.get(ladder, PAPER_TASKS))
     todo = []
-    for row in best_trials(ledger, cells):
-        missing = [t for t in tasks
-                   if not _record_path(out, row["cell_id"], t, settings_key(t, n_samples, temperature, limit)).exists()]
+    for row in tuned_models(ledger, cells):
+        missing = [t for t in tasks if not ledger.folder.eval_record(
+            result_id(row), t, settings_key(t, n_samples, temperature, limit)).exists()]
         if missing:
             todo.append((row, missing))
     if not todo:

@@ -20,8 +20,8 @@ from pydantic import FiniteFloat, PositiveFloat, PositiveInt, field_validator
 from torch import nn
 from transformers.activations import ACT2FN
 
-from sweeper.config import Frozen
-from sweeper.errors import UserError
+from sweeper.core.config import Frozen
+from sweeper.core.errors import UserError
 from sweeper.methods._method import Method
 
 Placement = Literal["input", "output", "parallel"]
@@ -112,7 +112,6 @@ def _bottleneck_method(name: str, description: str, sites: tuple[tuple[str, Plac
         name=name,
         description=description,
         config_cls=BottleneckConfig,
-        frozen_base=True,
         apply=apply,
         settable=tuple(BottleneckConfig.model_fields),
     )

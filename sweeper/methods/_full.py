@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from sweeper.config import Frozen
+from sweeper.core.config import Frozen
 from sweeper.methods._method import Method
 
 
@@ -18,7 +18,6 @@ FULL_FINE_TUNING = Method(
     name="fft",
     description="full fine-tuning: every weight trained",
     config_cls=FullConfig,
-    frozen_base=False,
     apply=train_everything,
     settable=tuple(FullConfig.model_fields),
 )

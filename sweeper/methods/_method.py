@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from sweeper.config import describe_validation_error
-from sweeper.errors import UserError
+from sweeper.core.config import describe_validation_error
+from sweeper.core.errors import UserError
+from sweeper.schema import trains_base
 
 if TYPE_CHECKING:
     from torch import nn
@@ -36,7 +37,6 @@ class Method:
     name: str
     description: str
     config_cls: type
-    frozen_base: bool  # False only for full fine-tuning; the FLOP estimate needs it
     apply: Callable[[nn.Module, Any], nn.Module]
     settable: tuple[str, ...]
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -45,6 +45,12 @@ class Method:
     # inits free (FourierFT draws a randperm over every weight entry: 11 s on StarCoderBase-1B without
     # it); a few methods read values of tensors they create (BOFT: .item()) and need real ones.
     count_under_meta_device: bool = True
+
+    @property
+    def frozen_base(self) -> bool:
+        """Whether the base's weights stay frozen (the FLOP and memory estimates need it): the one rule is
+        `sweeper.schema.trains_base`, which planning reads without loading the methods."""
+        return not trains_base(self.name)
 
     def parse_config(self, settings: Mapping[str, Any] | None, source: str) -> Any:
         """Validate YAML settings into a config object; a bad field is a one-line `UserError`."""

@@ -21,7 +21,7 @@ from peft import PeftConfig, PeftType, get_peft_model
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
 from torch import nn
 
-from sweeper.errors import UserError, first_line
+from sweeper.core.errors import UserError, first_line
 from sweeper.methods._method import Method
 
 # Fields of every peft config that are bookkeeping, and the numbers prompt-learning methods read
@@ -86,7 +86,6 @@ def peft_method(
         name=name,
         description=description,
         config_cls=config_cls,
-        frozen_base=True,
         apply=functools.partial(attach, name=name),
         settable=tuple(sorted(fields - NOT_SETTABLE)),
         defaults=defaults,

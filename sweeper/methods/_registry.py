@@ -6,13 +6,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
+from sweeper.core.registry import Registry
+from sweeper.ladders import Arch, count_parameters, meta_model
 from sweeper.methods._bottleneck import BOTTLENECK_METHODS
 from sweeper.methods._full import FULL_FINE_TUNING
 from sweeper.methods._method import Method
 from sweeper.methods._peft import ASTRAIOS_PEFT_METHODS, OTHER_PEFT_METHODS, UNSUPPORTED
-from sweeper.models import Arch, count_parameters, meta_model
-from sweeper.registry import Registry
 
 METHODS: Registry[Method] = Registry("method")
 # The seven Astraios methods first, in the paper's order, then the other peft methods.

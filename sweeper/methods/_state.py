@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -20,21 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from sweeper.errors import UserError
+from sweeper.core.errors import UserError
+from sweeper.core.registry import Registry
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.metrics import Metric, pass_at_k_metrics
 from sweeper.evals.problems import Problem, harness_program, load_problems
 from sweeper.evals.sandbox import Sandbox
-from sweeper.registry import Registry
 
 # bigcode-evaluation-harness's Python stop words (from CodeGeeX), plus StarCoder's end of text.
 STOP_WORDS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\nassert", "<|endoftext|>")
-
-
-def octopack_prompt(question: str, answer_start: str = "") -> str:
-    """`Question: {question}\\n\\nAnswer:\\n{answer_start}`, stripped at the end as the harness does
-    (so that the model, not the prompt, produces the newline + indentation token)."""
-    return f"Question: {question}\n\nAnswer:\n{answer_start}".strip()
 
 
 def complete_program(prefix: str, completion: str) -> str:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import re
 from abc import abstractmethod
 
+from sweeper.data import octopack_prompt
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.metrics import binary_scores
 from sweeper.evals.perturb import variable_rename
 from sweeper.evals.problems import Problem
-from sweeper.evals.tasks.base import TASKS, Context, Task, TaskResult, octopack_prompt
+from sweeper.evals.tasks.base import TASKS, Context, Task, TaskResult
 from sweeper.evals.tasks.humanevalpack import problems_with_bugs
 
 ANSWERS = ("\nNO", "\nYES")  # index = label: 0 = no, 1 = yes; OctoPack answers start on a new line

@@ -11,6 +11,7 @@ One program is sampled per description; n descriptions per problem give pass@k a
 
 from __future__ import annotations
 
+from sweeper.data import octopack_prompt
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.problems import Problem
 from sweeper.evals.tasks.base import (
@@ -21,7 +22,6 @@ from sweeper.evals.tasks.base import (
     ProgramTask,
     TaskResult,
     complete_program,
-    octopack_prompt,
 )
 
 MIN_COPIED_LINE = 20  # bigcode's remove_code: longer solution lines found in a description are dropped

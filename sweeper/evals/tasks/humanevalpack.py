@@ -8,17 +8,10 @@ Prompts follow bigcode-evaluation-harness's `humanevalpack.py` with the "octocod
 
 from __future__ import annotations
 
+from sweeper.data import octopack_prompt
 from sweeper.evals.mutate import failing_mutants
 from sweeper.evals.problems import Problem
-from sweeper.evals.tasks.base import (
-    TASKS,
-    Choice,
-    ChoiceTask,
-    Context,
-    ProgramItem,
-    ProgramTask,
-    octopack_prompt,
-)
+from sweeper.evals.tasks.base import TASKS, Choice, ChoiceTask, Context, ProgramItem, ProgramTask
 
 
 def synthesize_item(problem: Problem) -> ProgramItem:

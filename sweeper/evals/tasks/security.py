@@ -19,17 +19,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sweeper.data import octopack_prompt
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.metrics import Metric
-from sweeper.evals.tasks.base import (
-    TASKS,
-    Context,
-    Task,
-    TaskResult,
-    check_generations,
-    generate_programs,
-    octopack_prompt,
-)
+from sweeper.evals.tasks.base import TASKS, Context, Task, TaskResult, check_generations, generate_programs
 
 IGNORED_TESTS = {"B101"}  # assert_used: a style finding, not a weakness of the function
 

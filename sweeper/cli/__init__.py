@@ -1,0 +1,1 @@
+"""The command line: one module per command group (parsing and printing only), assembled in `main`."""

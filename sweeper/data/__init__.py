@@ -1,0 +1,21 @@
+"""Instruction data: the sources registry (`local-code`, `git`, `commitpackft`), split, pack, prepare.
+
+Importing the package registers every shipped source; each source imports only `data.base`.
+"""
+
+from sweeper.data import commitpackft, git, local_code  # noqa: F401 (register the sources)
+from sweeper.data.base import (
+    IGNORE,
+    SOURCES,
+    Example,
+    PackedData,
+    Source,
+    octopack_prompt,
+    pack,
+    prepare_data,
+    split_examples,
+    tokenizer_hash,
+)
+
+__all__ = ["IGNORE", "SOURCES", "Example", "PackedData", "Source", "octopack_prompt", "pack", "prepare_data",
+           "split_examples", "tokenizer_hash"]

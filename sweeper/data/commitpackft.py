@@ -1,0 +1,58 @@
+"""The `commitpackft` source: `bigcode/commitpackft` and the OASST mix `bigcode/guanaco-commits` (HF datasets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sweeper.core.errors import UserError, first_line
+from sweeper.data.base import SOURCES, Example
+from sweeper.schema import DataConfig
+
+HUB_ROOT = "hf://datasets/bigcode"
+
+
+class CommitPackFT:
+    """`bigcode/commitpackft` (one jsonl per language) and `bigcode/guanaco-commits` (the CommitPackFT
+    + OASST mix Astraios fine-tuned on, prompt/completion) loaded with HF `datasets`. With
+    `path`, from a local folder holding `commitpackft/` and `guanaco-commits/` as on the hub
+    (e.g. `hf download --repo-type dataset bigcode/commitpackft --local-dir PATH/commitpackft`)."""
+
+    def _load(self, config: DataConfig) -> list[tuple[str, Any]]:
+        root = str(Path(config.path).expanduser()) if config.path else HUB_ROOT
+        parts = [("json", f"{root}/commitpackft/data/{language}/data.jsonl") for language in config.languages]
+        if config.with_oasst:
+            parts.append(("parquet", f"{root}/guanaco-commits/data/train-*.parquet"))
+        return [(files, _load_dataset(builder, files)) for builder, files in parts]
+
+    def identity(self, config: DataConfig, files: list[Path] | None = None) -> dict[str, Any]:
+        return {files: dataset._fingerprint for files, dataset in self._load(config)}
+
+    def examples(self, config: DataConfig, files: list[Path] | None = None) -> list[Example]:
+        examples = []
+        for _, dataset in self._load(config):
+            if "prompt" in dataset.column_names:
+                examples += [Example(row["prompt"], row["completion"]) for row in dataset]
+                continue
+            for row in dataset:
+                message, old = row["message"].strip(), row["old_contents"]
+                instruction = f"{old.rstrip()}\n\n{message}" if old.strip() else message
+                examples.append(Example(instruction=instruction, response=row["new_contents"]))
+        return examples
+
+
+def _load_dataset(builder: str, files: str) -> Any:
+    import datasets
+
+    try:
+        return datasets.load_dataset(builder, data_files=files, split="train")
+    # Offline, datasets and huggingface_hub raise many types (ConnectionError, FileNotFoundError,
+    # OfflineModeIsEnabled, HfHubHTTPError, ...): each means "cannot get the data" here.
+    except Exception as err:
+        raise UserError(
+            f"data.source 'commitpackft': cannot load {files} ({first_line(err)}); it needs network access to the "
+            "HF hub, or data.path pointing at a local copy (a folder with commitpackft/ and guanaco-commits/)"
+        ) from None
+
+
+SOURCES.add("commitpackft", CommitPackFT())
