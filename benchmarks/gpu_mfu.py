@@ -3,7 +3,7 @@
     python benchmarks/gpu_mfu.py                  # on a GPU: StarCoderBase-1B shape, bf16, seq 2048
     python benchmarks/gpu_mfu.py --tiny           # on a CPU: micro-xs shape, checks the script runs
 
-A randomly initialised GPTBigCode at the StarCoderBase-1B shape (`sweeper.models`, no download), one
+A randomly initialised GPTBigCode at the StarCoderBase-1B shape (`sweeper.ladders`, no download), one
 GPU, bf16 autocast with fp32 master weights (frozen bases kept in bf16, as `sweeper.train.load_base`
 does), global batch 32 x 2048 tokens, random token ids. For `fft` and `lora` (Astraios settings from
 `sweeper.methods`): sweeper's `TorchEngine.train_step` (the call `run_trial` makes for every

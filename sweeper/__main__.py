@@ -1,3 +1,5 @@
+"""`python -m sweeper`: the command line."""
+
 from sweeper.cli.main import main
 
 main()

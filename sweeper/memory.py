@@ -1,8 +1,8 @@
 """GPU memory of one training rank of a cell: weights, gradients, optimizer states, activations, buffers.
 
-A pure function of numbers (no torch): `sweeper plan` shows it for every cell, and `sweeper.cluster`
+A pure function of numbers (no torch): `sweeper plan` shows it for every cell, and `sweeper.backend.cluster`
 checks before a launch that every cell fits some node type. Sizes are in bytes until the end, GiB
-(2^30 bytes) in the result. What sits on one GPU depends on the engine `sweeper.engines` picks:
+(2^30 bytes) in the result. What sits on one GPU depends on the engine `sweeper.train.engines` picks:
 
 Plain PyTorch (`recipe.zero_stage` 0; DDP when `resources.workers` > 1), bf16/fp16 autocast:
 - trainable parameters in fp32 (they are the master weights: 4 B), fp32 gradients (4 B) and AdamW's
@@ -10,7 +10,7 @@ Plain PyTorch (`recipe.zero_stage` 0; DDP when `resources.workers` > 1), bf16/fp
 - the frozen base of a PEFT method in bf16 under bf16 (`sweeper.train.load_base`: 2 B), fp32 otherwise;
 - the 16-bit copies autocast makes of every fp32 matrix, cached until the forward pass ends (2 B per
   fp32 parameter; LayerNorm gains are not cast, < 0.1% of the parameters, counted anyway);
-- no DDP buckets beside the gradients: `sweeper.engines` sets `gradient_as_bucket_view=True`, so the
+- no DDP buckets beside the gradients: `sweeper.train.engines` sets `gradient_as_bucket_view=True`, so the
   gradients are views into the buckets (PyTorch's default would copy each into a bucket: 4 B more).
 
 DeepSpeed ZeRO (`zero_stage` 2 or 3; Rajbhandari et al. 2020, "ZeRO", section 3: 2 + 2 + 12 B):
@@ -39,7 +39,7 @@ GIB = 2**30
 # Share of a GPU's memory the estimate may fill: the CUDA context (~0.5 GiB), cuBLAS/NCCL workspaces and
 # the caching allocator's fragmentation take the rest.
 USABLE_FRACTION = 0.9
-# DeepSpeed ZeRO defaults (deepspeed/runtime/zero/config.py), in elements; sweeper.engines keeps them.
+# DeepSpeed ZeRO defaults (deepspeed/runtime/zero/config.py), in elements; sweeper.train.engines keeps them.
 REDUCE_BUCKET_ELEMENTS = 500_000_000
 PREFETCH_BUCKET_ELEMENTS = 50_000_000
 FP32 = 4

@@ -1,5 +1,5 @@
-"""Content-addressed cache entries: one directory per key, whose `meta.json` records the sha256 of
-every other file in it.
+"""Content-addressed cache entries (one directory per key, whose `meta.json` records the sha256 of
+every other file in it), and the content hash as a coin (`hash_fraction`) behind every split.
 
 An entry is built in a temporary directory next to its final place and renamed into place only
 when complete (a rename is atomic on POSIX), so a killed build never leaves a half entry that looks

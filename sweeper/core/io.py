@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one.
+"""Files: atomic writes (a reader sees the old file or the new one, never half of one), a writable-folder
+check before work starts, and the Python files under a folder.
 
 Write to a temporary file in the same directory, fsync, then `os.replace` (atomic on POSIX), then
 fsync the directory: the rename lives in the directory, and until that is on disk a crash can undo

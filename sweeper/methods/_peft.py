@@ -160,7 +160,7 @@ OTHER_PEFT_METHODS = (
 # (train, causality, generate vs forward, meta-device count) with peft 0.21.2 and transformers 5.24.
 UNSUPPORTED = {
     "adalora": "AdaLoRA needs the training loop to call update_and_allocate(step) after every backward pass "
-               "and a total_step equal to the recipe's steps; sweeper.train does neither, so its rank "
+               "and a total_step equal to the recipe's steps; sweeper.train.loop does neither, so its rank "
                "reallocation would silently never run (use lora, dora or rslora)",
     "adaption_prompt": "peft implements adaption prompts only for Llama-style attention "
                        "(peft: unsupported model type 'gpt_bigcode')",

@@ -8,7 +8,7 @@ from torch import nn
 
 from sweeper.core.errors import UserError
 from sweeper.core.registry import Registry
-from sweeper.ladders import Arch, count_parameters, meta_model
+from sweeper.ladders.base import Arch, count_parameters, meta_model
 from sweeper.methods._bottleneck import BOTTLENECK_METHODS
 from sweeper.methods._full import FULL_FINE_TUNING
 from sweeper.methods._method import Method

@@ -1,4 +1,4 @@
-"""`sweeper launch grid`: plan -> checks -> sweep folder -> Ray -> ledger (-> evaluation -> report).
+"""Launching a grid: plan -> checks -> sweep folder and manifest -> Ray (`sweeper.backend`) -> ledger.
 
 Everything that can be refused is checked before anything is written: the budget, the tracker,
 the folder (writable, not holding another space), Ray (starts or is reachable) and the cluster

@@ -1,4 +1,5 @@
-"""One trial of one cell: ladder model + tuning method + instruction data + recipe -> steps, evals, reports.
+"""One trial of one cell: ladder model + tuning method + instruction data + recipe -> steps, evals, reports
+(`TrialReport`, in the ledger's names).
 
 This is the per-worker loop. It runs the same way in-process (tests, benchmarks), as a Ray Tune
 trial (one CPU worker), and as every rank of a Ray Train `TorchTrainer` (DDP, or DeepSpeed ZeRO when

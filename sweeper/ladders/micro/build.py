@@ -1,6 +1,6 @@
 """Build and load the micro ladder: corpus -> tokenizer -> pretraining -> content-addressed cache.
 
-Cache layout under `sweeper.paths.cache_dir() / "micro"` (see `sweeper.micro.cache`):
+Cache layout under `sweeper.core.paths.cache_dir() / "micro"` (see `sweeper.core.cache`):
 - `tokenizer-<key>/`: the BPE (`tokenizer.json`) and the tokenized train and held-out files.
 - `<ladder>-<scale>-<key>/`: a Hugging Face model folder (weights, config, tokenizer), the
   pretraining curve and `meta.json`.
@@ -25,9 +25,9 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from sweeper.core import provenance
 from sweeper.core.cache import build_lock, commit_entry, digest, load_entry, load_intact
 from sweeper.core.paths import cache_dir
-from sweeper.ladders import LoadedModel
+from sweeper.ladders.base import LoadedModel
+from sweeper.ladders.micro.config import MicroLadderSpec
 from sweeper.ladders.micro.corpus import Corpus, collect_corpus
-from sweeper.ladders.micro.ladder import MicroLadder
 
 if TYPE_CHECKING:
     import torch
@@ -51,7 +51,7 @@ class LadderPlan:
     scale_dirs: dict[str, Path]
 
 
-def plan_ladder(ladder: MicroLadder) -> LadderPlan:
+def plan_ladder(ladder: MicroLadderSpec) -> LadderPlan:
     """Cache keys and folders of the ladder (reads and hashes the corpus: ~0.1 s)."""
     corpus = collect_corpus(ladder.corpus)
     versions = {name: v for name, v in provenance.package_versions().items() if name in KEY_PACKAGES}
@@ -85,7 +85,7 @@ def plan_ladder(ladder: MicroLadder) -> LadderPlan:
 
 
 def build_ladder(
-    ladder: MicroLadder,
+    ladder: MicroLadderSpec,
     scales: list[str] | None = None,
     *,
     force: bool = False,
@@ -124,7 +124,7 @@ def build_ladder(
     return {name: done[name] for name in names}
 
 
-def ensure_tokenizer(ladder: MicroLadder, plan: LadderPlan, *, console: Console) -> dict[str, Any]:
+def ensure_tokenizer(ladder: MicroLadderSpec, plan: LadderPlan, *, console: Console) -> dict[str, Any]:
     """The tokenizer entry: train the BPE and tokenize the corpus unless an intact entry exists."""
     with build_lock(plan.tokenizer_dir):
         meta = _intact(plan.tokenizer_dir, console)
@@ -139,7 +139,7 @@ def ensure_tokenizer(ladder: MicroLadder, plan: LadderPlan, *, console: Console)
         return meta
 
 
-def _build_tokenizer(ladder: MicroLadder, plan: LadderPlan, out: Path) -> dict[str, Any]:
+def _build_tokenizer(ladder: MicroLadderSpec, plan: LadderPlan, out: Path) -> dict[str, Any]:
     import numpy as np
 
     from sweeper.ladders.micro.tokenizer import encode_stream, train_tokenizer
@@ -164,14 +164,14 @@ def _build_tokenizer(ladder: MicroLadder, plan: LadderPlan, out: Path) -> dict[s
     }
 
 
-def cached_scale(ladder: MicroLadder, scale: str, plan: LadderPlan | None = None) -> dict[str, Any] | None:
+def cached_scale(ladder: MicroLadderSpec, scale: str, plan: LadderPlan | None = None) -> dict[str, Any] | None:
     """Metadata of the scale's intact cache entry, None if not built; `CorruptEntry` if damaged."""
     ladder.scale(scale)
     plan = plan or plan_ladder(ladder)
     return load_entry(plan.scale_dirs[scale])
 
 
-def load_scale(ladder: MicroLadder, scale: str, *, dtype: torch.dtype | None = None) -> LoadedModel:
+def load_scale(ladder: MicroLadderSpec, scale: str, *, dtype: torch.dtype | None = None) -> LoadedModel:
     """The pretrained model and tokenizer of one scale, built first (in this process) if missing."""
     from transformers import GPTBigCodeForCausalLM, PreTrainedTokenizerFast
 

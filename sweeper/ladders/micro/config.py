@@ -1,18 +1,22 @@
-"""The micro ladder's configs: corpus, tokenizer and pretraining recipe (no torch, no registry)."""
+"""The micro ladder's configs: corpus, tokenizer, pretraining recipe, and what building needs of a ladder
+(no torch, no registry)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Protocol
 
 from pydantic import Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
 from sweeper.core.config import Frozen
 
+if TYPE_CHECKING:
+    from sweeper.ladders.base import Scale
+
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
 class CorpusConfig(Frozen):
-    """Which Python files make up the pretraining corpus (`sweeper.micro.corpus`) and how they are split."""
+    """Which Python files make up the pretraining corpus (`corpus`) and how they are split."""
 
     stdlib: bool = True
     packages: tuple[str, ...] = ()  # import names of installed packages to add (e.g. "numpy")
@@ -23,7 +27,7 @@ class CorpusConfig(Frozen):
 
 
 class TokenizerConfig(Frozen):
-    """The byte-level BPE trained on the corpus (`sweeper.micro.tokenizer`)."""
+    """The byte-level BPE trained on the corpus (`tokenizer`)."""
 
     vocab_size: Annotated[int, Field(ge=257, le=65535)] = 4096  # above the 256 bytes; ids fit uint16
     min_frequency: PositiveInt = 2  # a merge must occur at least this often
@@ -54,3 +58,16 @@ class PretrainRecipe(Frozen):
     @property
     def tokens(self) -> int:
         return self.steps * self.batch_size * self.seq_len
+
+
+class MicroLadderSpec(Protocol):
+    """What `build` needs of a micro ladder (`MicroLadder` is one): the ladder calls the builder, so the
+    builder knows it only by this shape."""
+
+    name: str
+    corpus: CorpusConfig
+    tokenizer: TokenizerConfig
+    recipes: dict[str, PretrainRecipe]
+    scales: dict[str, Scale]
+
+    def scale(self, name: str) -> Scale: ...

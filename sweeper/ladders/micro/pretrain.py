@@ -23,7 +23,7 @@ from transformers.utils import logging as hf_logging
 
 from sweeper.core import provenance
 from sweeper.core.cache import build_lock, commit_entry, load_intact
-from sweeper.ladders import Arch, count_parameters
+from sweeper.ladders.base import Arch, count_parameters
 from sweeper.ladders.micro.config import PretrainRecipe
 from sweeper.ladders.micro.tokenizer import as_transformers, load_tokenizer
 from sweeper.train.optim import parameter_groups
