@@ -1,13 +1,17 @@
 """`sweeper fit` and `sweeper report`: thin wrappers over `analysis.pipeline` (heavy imports inside)."""
 
+import inspect
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from sweeper.core.errors import UserError
+from sweeper.core.io import check_writable
+from sweeper.sweep.folder import SweepFolder
 
 SourceArgument = Annotated[str, typer.Argument(help="A sweep folder (reads its ledger) or a CSV / parquet table.")]
 XOption = Annotated[str | None, typer.Option(
@@ -36,7 +40,7 @@ OutOption = Annotated[str | None, typer.Option(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
 
 
-def fit(
+def _shared_options(
     source: SourceArgument,
     x: XOption = None,
     y: YOption = None,
@@ -45,8 +49,6 @@ def fit(
     link: LinkOption = "exponential",
     predict: PredictOption = None,
     size: SizeOption = None,
-    holdout_largest: Annotated[bool, typer.Option(
-        "--holdout-largest", help="Backtest: fit without the largest scale and report the error on it.")] = False,
     bootstrap: BootstrapOption = 1000,
     drop_invalid: DropOption = False,
     define: DefineOption = None,
@@ -55,15 +57,32 @@ def fit(
     out: OutOption = None,
     json_: JsonOption = False,
 ) -> None:
+    """The options `fit` and `report` share: both commands take their signature from this one."""
+
+
+HoldoutOption = Annotated[bool, typer.Option(
+    "--holdout-largest", help="Backtest: fit without the largest scale and report the error on it.")]
+
+
+def _options_of(command: Callable[..., None], *extra: inspect.Parameter) -> Callable[..., None]:
+    """Give `command` the shared options (and `extra` ones, after --size) as its signature, which is what
+    typer reads; the command receives them as keyword arguments."""
+    shared = list(inspect.signature(_shared_options).parameters.values())
+    at = [p.name for p in shared].index("size") + 1
+    command.__signature__ = inspect.Signature([*shared[:at], *extra, *shared[at:]], return_annotation=None)
+    return command
+
+
+def fit(**given: Any) -> None:
     """Fit scaling laws to a sweep or a table: parameters, extrapolations and backtest, with intervals.
 
     Writes results.parquet / results.csv / results.json and the figures to --out.
     """
     from analysis.tables import to_json
 
-    options = _options(x, y, by, law, link, predict, size, holdout_largest, bootstrap, drop_invalid, define, where, seed)
-    analysis, table, folder, written = _run(source, options, out, quiet=json_, backtest=holdout_largest,
-                                            with_report=False)
+    holdout_largest, json_ = given["holdout_largest"], given["json_"]
+    analysis, table, folder, written = _run(given["source"], _options(given), given["out"], quiet=json_,
+                                            backtest=holdout_largest, with_report=False)
     if json_:
         typer.echo(json.dumps(to_json(analysis, table), default=str))
         return
@@ -71,28 +90,13 @@ def fit(
     typer.echo(f"wrote {', '.join(p.name for p in written)} to {folder}")
 
 
-def report(
-    source: SourceArgument,
-    x: XOption = None,
-    y: YOption = None,
-    by: ByOption = None,
-    law: LawOption = None,
-    link: LinkOption = "exponential",
-    predict: PredictOption = None,
-    size: SizeOption = None,
-    bootstrap: BootstrapOption = 1000,
-    drop_invalid: DropOption = False,
-    define: DefineOption = None,
-    where: WhereOption = None,
-    seed: SeedOption = 0,
-    out: OutOption = None,
-    json_: JsonOption = False,
-) -> None:
+def report(**given: Any) -> None:
     """Write report.md and report.html (figures embedded, backtest included) for a sweep or a table."""
     from analysis.tables import to_json
 
-    options = _options(x, y, by, law, link, predict, size, False, bootstrap, drop_invalid, define, where, seed)
-    analysis, table, folder, written = _run(source, options, out, quiet=json_, backtest=True, with_report=True)
+    json_ = given["json_"]
+    analysis, table, folder, written = _run(given["source"], _options(given), given["out"], quiet=json_,
+                                            backtest=True, with_report=True)
     if json_:
         typer.echo(json.dumps({**to_json(analysis, table),
                                "written": [str(p) for p in written]}, default=str))
@@ -103,20 +107,28 @@ def report(
 
 def write_default_report(source: str | Path) -> tuple[Any, Path, list[Path]]:
     """`sweeper report SOURCE` with every default (the main job's last step): (analysis, folder, files)."""
-    options = _options(None, None, None, None, "exponential", None, None, False, 1000, False, None, None, 0)
-    analysis, _, folder, written = _run(str(source), options, None, quiet=False, backtest=True, with_report=True)
+    defaults = {name: p.default for name, p in inspect.signature(_shared_options).parameters.items()}
+    analysis, _, folder, written = _run(str(source), _options(defaults), None, quiet=False, backtest=True,
+                                        with_report=True)
     return analysis, folder, written
 
 
-def _options(x, y, by, law, link, predict, size, holdout_largest, bootstrap, drop_invalid, define, where, seed):
+def _options(given: dict[str, Any]) -> Any:
     """The command-line options as a validated `analysis.pipeline.Options`."""
     from analysis.pipeline import Options
 
     return Options.parse({
-        "x": _split(x), "y": y, "by": by, "law": law, "link": link, "predict": _points(predict), "size": size,
-        "holdout_largest": holdout_largest, "bootstrap": bootstrap, "drop_invalid": drop_invalid,
-        "define": tuple(define or ()), "where": where, "seed": seed,
+        "x": _split(given["x"]), "y": given["y"], "by": given["by"], "law": given["law"], "link": given["link"],
+        "predict": _points(given["predict"]), "size": given["size"],
+        "holdout_largest": given.get("holdout_largest", False), "bootstrap": given["bootstrap"],
+        "drop_invalid": given["drop_invalid"], "define": tuple(given["define"] or ()), "where": given["where"],
+        "seed": given["seed"],
     }, "options")
+
+
+_options_of(fit, inspect.Parameter("holdout_largest", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=False,
+                                   annotation=HoldoutOption))
+_options_of(report)
 
 
 def _run(source: str, options, out: str | None, quiet: bool, backtest: bool, with_report: bool):
@@ -128,8 +140,6 @@ def _run(source: str, options, out: str | None, quiet: bool, backtest: bool, wit
     from analysis.sources import load_source
     from analysis.tables import results_table, write_tables
     from analysis.workers import pool
-    from sweeper.core.io import check_writable
-    from sweeper.sweep.folder import SweepFolder
 
     loaded = load_source(source)
     folder = Path(out) if out else (SweepFolder(loaded.path).analysis if loaded.is_sweep

@@ -249,8 +249,18 @@ def _guarded(a: np.ndarray, b: np.ndarray, c: np.ndarray, u: np.ndarray, edge: f
     return np.where(slope * c < 0, decelerating, tangent)
 
 
+class Link(Law):
+    """A loss -> score link: scores (and their fitted offsets) may be zero or negative, and are fitted by
+    least squares on the scores themselves, not on logs."""
+
+    log_residuals = False
+    huber_delta = None
+    positive_coefficients = False
+    positive_inputs = False
+
+
 @_register
-class SigmoidLink(Law):
+class SigmoidLink(Link):
     """Loss -> score as in the Llama 3 report and OLMo's ladder: a logistic curve between lo and hi."""
 
     name = "sigmoid"
@@ -258,10 +268,6 @@ class SigmoidLink(Law):
     inputs = ("L",)
     exponents = ("k", "L0")
     coefficients = ("lo", "hi")
-    log_residuals = False
-    huber_delta = None
-    positive_coefficients = False
-    positive_inputs = False
 
     def basis(self, exponents, X):
         loss = X[:, 0][None, :]
@@ -284,7 +290,7 @@ class SigmoidLink(Law):
 
 
 @_register
-class ExponentialLink(Law):
+class ExponentialLink(Link):
     """Gadre et al. 2024 (eq. 4): average top-1 error from loss, err = eps - k exp(-gamma L)."""
 
     name = "exponential"
@@ -292,10 +298,6 @@ class ExponentialLink(Law):
     inputs = ("L",)
     exponents = ("gamma",)
     coefficients = ("eps", "k")
-    log_residuals = False
-    huber_delta = None
-    positive_coefficients = False
-    positive_inputs = False
 
     def basis(self, exponents, X):
         loss = X[:, 0][None, :]

@@ -21,6 +21,7 @@ from analysis.forecast import summarize
 from analysis.formatting import number, percent, with_interval
 from analysis.laws import LOG_HUBER_DELTA
 from analysis.pipeline import EXTRAPOLATIONS, LARGEST_ASTRAIOS_BILLIONS, Analysis, Study, lower_is_better
+from sweeper.core.console import console as make_console
 from sweeper.core.io import atomic_write_text
 
 EXTRAPOLATION_TEXT = " and ".join(f"{label.split('B')[0]}/{LARGEST_ASTRAIOS_BILLIONS:g}" for label in EXTRAPOLATIONS)
@@ -424,8 +425,6 @@ def _method_blocks(analysis: Analysis) -> list[Block]:
 def print_blocks(title: str, blocks: list[Block]) -> None:
     """Headings, paragraphs and tables on the terminal (figures are files: not shown)."""
     from rich.table import Table
-
-    from sweeper.core.console import console as make_console
 
     console = make_console()
     console.rule(title)

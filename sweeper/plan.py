@@ -15,7 +15,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
+from sweeper.core.console import console as make_console
 from sweeper.core.errors import UserError
+from sweeper.core.memo import DiskMemo
 from sweeper.schema import Cell, Cost, Space
 from sweeper.space import expand
 
@@ -165,7 +167,6 @@ def check_context(cells: list[Cell]) -> None:
 
 def parameter_counts(cells: list[Cell]) -> list[tuple[int, int]]:
     """(trainable, total) per cell: counted on the meta device once, then remembered on disk."""
-    from sweeper.core.memo import DiskMemo
     from sweeper.ladders import get_ladder
 
     memo = DiskMemo("parameter_counts")
@@ -232,8 +233,6 @@ def human(n: float) -> str:
 
 def print_plan(plan: Plan) -> None:
     from rich.table import Table
-
-    from sweeper.core.console import console as make_console
 
     space = plan.space
     replicated = any(e.seeds > 1 for e in plan.estimates)  # the seeds column only when it says something

@@ -17,7 +17,10 @@ from pydantic import BaseModel
 
 from sweeper.core.config import load_yaml, model_in
 from sweeper.core.errors import UserError
+from sweeper.core.memo import DiskMemo
 from sweeper.core.paths import PROJECT_ROOT
+from sweeper.data import SOURCES
+from sweeper.ladders import get_ladder
 from sweeper.schema import Cell, Space
 
 
@@ -55,16 +58,11 @@ def load_space(name_or_path: str = "micro", sets: list[str] | tuple[str, ...] = 
 
 
 def check_names(space: Space) -> None:
-    """The ladder, its scales, the methods and the data source must be registered: one line each if not."""
-    from sweeper.data import SOURCES
-    from sweeper.ladders import get_ladder
-    from sweeper.methods import METHODS
-
+    """The ladder, its scales and the data source must be registered: one line each if not. Method names
+    are checked when the cells are expanded (resolving them needs torch and peft; `expand` remembers)."""
     ladder = get_ladder(space.ladder)
     for scale in space.scales:
         ladder.scale(scale)
-    for method in space.methods:
-        METHODS.get(method)
     SOURCES.get(space.data.source)
 
 
@@ -168,8 +166,6 @@ def resolve_method(method: str, settings: dict[str, Any], source: str, memo: Any
 
 def expand(space: Space) -> list[Cell]:
     """Every (method, scale) cell with its resolved config, methods outer, scales inner (ladder order)."""
-    from sweeper.core.memo import DiskMemo
-
     memo = DiskMemo("method_configs")
     cell_fields = {"data", "recipe", "search", "early_stopping", "resources", "seeds"}
     shared = space.model_dump(mode="json", include=cell_fields)

@@ -1,11 +1,11 @@
 """Instruction data: OctoPack format, packing, label masking, split, fingerprint, cache, sources."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+from repos import git, new_repo
 
 from sweeper.core.errors import UserError
 from sweeper.core.paths import cache_dir
@@ -144,7 +144,7 @@ def test_local_code_mines_only_heldout_files(tokenizer, cache):
     corpus = collect_corpus(MICRO.corpus)
     files = MICRO.instruction_files()  # the ladder hands the source its held-out code; the source knows no ladder
     assert LocalCode()._files(DataConfig(), files) == files
-    with pytest.raises(UserError, match="data.path"):
+    with pytest.raises(UserError, match=r"data\.path"):
         LocalCode()._files(DataConfig(), None)  # a ladder without code of its own: a folder must be given
     assert set(files) == {f.path for f in corpus.heldout_files}
     assert not set(files) & {f.path for f in corpus.train_files}
@@ -152,25 +152,17 @@ def test_local_code_mines_only_heldout_files(tokenizer, cache):
     assert data.n_examples == 80 and data.train_ids.shape[1] == 256
 
 
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
-
-
 def test_git_source_on_a_temporary_repository(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q")
-    _git(repo, "config", "user.email", "dev@example.com")
-    _git(repo, "config", "user.name", "Dev")
+    repo = new_repo(tmp_path / "repo")
     (repo / "calc.py").write_text("def add(a, b):\n    return a + b\n")
     (repo / "logo.bin").write_bytes(b"\x00\x01\x02binary")
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "Add an adder")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "Add an adder")
     (repo / "calc.py").write_text("def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n")
-    _git(repo, "commit", "-q", "-am", "Add subtraction\n\nAlso keep add.")
+    git(repo, "commit", "-q", "-am", "Add subtraction\n\nAlso keep add.")
     (repo / "huge.py").write_text("x = 1\n" * 2000)
-    _git(repo, "add", ".")
-    _git(repo, "commit", "-q", "-m", "Add a file too large to be an example")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "Add a file too large to be an example")
 
     examples = GitHistory().examples(DataConfig(source="git", path=str(repo)))
     by_response = {e.response: e for e in examples}
@@ -181,14 +173,14 @@ def test_git_source_on_a_temporary_repository(tmp_path):
     assert changed.instruction == "def add(a, b):\n    return a + b\n\nAdd subtraction\n\nAlso keep add."
     identity = GitHistory().identity(DataConfig(source="git", path=str(repo)))
     (repo / "calc.py").write_text("changed\n")
-    _git(repo, "commit", "-q", "-am", "Change")
+    git(repo, "commit", "-q", "-am", "Change")
     assert GitHistory().identity(DataConfig(source="git", path=str(repo))) != identity
 
 
 def test_git_source_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    _git(empty, "init", "-q")
+    git(empty, "init", "-q")
     plain = tmp_path / "plain"
     plain.mkdir()
     with pytest.raises(UserError, match="has no commits"):

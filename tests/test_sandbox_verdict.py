@@ -39,43 +39,34 @@ FRAME_INTROSPECTION = {
     "eval-built _getframe": LEAK + "_leak(eval(\"__import__('sys')._get\" + \"frame\")())\n",
 }
 
+REPLACE_CHECK = (
+    "    if 'check' in g and g['check'].__name__ == 'check':\n"
+    "        g['check'] = lambda candidate: None\n"
+)
+
+
+def tracer_program(swap: str, install: str) -> str:
+    """A program that arms a trace function in every caller's frame; on each event it runs `swap` (which may
+    replace the harness's `check` in the module's globals `g`). `install` sets the tracer going."""
+    return (
+        "def _tracer(frame, event, arg):\n"
+        "    if event == 'call' and frame.f_back is not None:\n"
+        "        frame.f_back.f_trace = _tracer\n"
+        "    g = frame.f_globals\n"
+        f"{swap}"
+        "    return _tracer\n"
+        f"{install}\n"
+        "def _noop():\n    pass\n_noop()\n"
+    )
+
+
 TRACE_HOOKS = {
     # Line events in the module's frame: replace `check` with a no-op just before it is called.
-    "settrace replaces check": (
-        "import sys\n"
-        "def _tracer(frame, event, arg):\n"
-        "    if event == 'call' and frame.f_back is not None:\n"
-        "        frame.f_back.f_trace = _tracer\n"
-        "    g = frame.f_globals\n"
-        "    if 'check' in g and g['check'].__name__ == 'check':\n"
-        "        g['check'] = lambda candidate: None\n"
-        "    return _tracer\n"
-        "sys.settrace(_tracer)\n"
-        "def _noop():\n    pass\n_noop()\n"
-    ),
-    "settrace swaps check's code": (
-        "import sys\n"
-        "def _tracer(frame, event, arg):\n"
-        "    if event == 'call' and frame.f_back is not None:\n"
-        "        frame.f_back.f_trace = _tracer\n"
-        "    g = frame.f_globals\n"
-        "    if 'check' in g:\n"
-        "        g['check'].__code__ = (lambda candidate: None).__code__\n"
-        "    return _tracer\n"
-        "sys.settrace(_tracer)\n"
-        "def _noop():\n    pass\n_noop()\n"
-    ),
-    "settrace reached by eval": (
-        "def _tracer(frame, event, arg):\n"
-        "    if event == 'call' and frame.f_back is not None:\n"
-        "        frame.f_back.f_trace = _tracer\n"
-        "    g = frame.f_globals\n"
-        "    if 'check' in g and g['check'].__name__ == 'check':\n"
-        "        g['check'] = lambda candidate: None\n"
-        "    return _tracer\n"
-        "eval(\"__import__('sys').set\" + \"trace\")(_tracer)\n"
-        "def _noop():\n    pass\n_noop()\n"
-    ),
+    "settrace replaces check": "import sys\n" + tracer_program(REPLACE_CHECK, "sys.settrace(_tracer)"),
+    "settrace swaps check's code": "import sys\n" + tracer_program(
+        "    if 'check' in g:\n        g['check'].__code__ = (lambda candidate: None).__code__\n",
+        "sys.settrace(_tracer)"),
+    "settrace reached by eval": tracer_program(REPLACE_CHECK, "eval(\"__import__('sys').set\" + \"trace\")(_tracer)"),
     "setprofile arms a line tracer": (
         "import sys\n"
         "def _lines(frame, event, arg):\n"

@@ -14,7 +14,8 @@
 
 Metric and time are the ledger's names as the trial reports them (`TrialReport`): `final_val_loss`
 (the latest validation loss) and `steps` (optimizer steps: `training_iteration` resets on a restart).
-Ray's own trial ids appear here as `ray_trial_id`; sweeper's are `Trial.trial_id`.
+Ray's own trial ids are the `trial_id` Tune passes to a searcher and `trial.trial_id` of its trial objects;
+sweeper's are `Trial.trial_id` of the config's `"trial"`.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class CellTrialSearcher(Searcher):
         self.studies: dict[str, Any] = {}
         self.asked: dict[str, tuple[Any, int]] = {}
 
-    def suggest(self, ray_trial_id: str) -> dict[str, Any] | str | None:
+    # Tune passes Ray's trial id by keyword, as `trial_id`: the parameter keeps Tune's name.
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if not self.queue:
             return Searcher.FINISHED
         trial = self.queue.pop(0)
@@ -54,7 +56,7 @@ class CellTrialSearcher(Searcher):
         if trial.cell.search.lr is not None:
             study = self._study(trial)
             number, lr = self._trial_for(study, trial)
-            self.asked[ray_trial_id] = (study, number)
+            self.asked[trial_id] = (study, number)
         return {**self.common, "trial": dataclasses.replace(trial, lr=lr)}
 
     def _study(self, trial: Trial) -> Any:
@@ -84,19 +86,19 @@ class CellTrialSearcher(Searcher):
         asked.set_user_attr("trial_key", trial.trial_id)
         return asked.number, float(asked.params["lr"])
 
-    def on_trial_complete(self, ray_trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if ray_trial_id not in self.asked:
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self.asked:
             return
         import optuna
 
-        study, number = self.asked.pop(ray_trial_id)
+        study, number = self.asked.pop(trial_id)
         status = (result or {}).get("status")
         value = (result or {}).get(METRIC)
         if error or status == "diverged" or value is None or not math.isfinite(value):
             study.tell(number, state=optuna.trial.TrialState.FAIL)
         elif status == "done":
             study.tell(number, value)
-        elif ray_trial_id in self.scheduler.stopped:
+        elif trial_id in self.scheduler.stopped:
             study.tell(number, state=optuna.trial.TrialState.PRUNED)
         # else: interrupted; the Optuna trial stays RUNNING and the rerun resumes it with the same lr
 

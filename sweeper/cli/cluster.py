@@ -5,6 +5,7 @@ from typing import Annotated
 import typer
 
 from sweeper.cli.options import SetOption
+from sweeper.core.console import console
 
 
 def cluster_check(
@@ -16,7 +17,6 @@ def cluster_check(
     from rich.table import Table
 
     from sweeper.backend.cluster import check_cells_fit, validate_cluster
-    from sweeper.core.console import console
 
     spec = validate_cluster(path)
     for warning in spec.warnings:

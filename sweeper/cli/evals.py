@@ -9,6 +9,9 @@ from typing import Annotated
 
 import typer
 
+from sweeper.core.console import console
+from sweeper.core.errors import UserError
+
 app = typer.Typer(
     help="Downstream evaluation: run the code tasks on a sweep's tuned models (no subcommand), or score "
     "saved generations (`score`).",
@@ -66,7 +69,6 @@ def score(
     json_: JsonOption = False,
 ) -> None:
     """Score existing generations (a list per problem of whole programs) in the sandbox."""
-    from sweeper.core.errors import UserError
     from sweeper.evals.evaluate import score_generations
 
     if not 0 < timeout < float("inf"):
@@ -76,8 +78,6 @@ def score(
         typer.echo(json.dumps(report, indent=2, default=str))
         return
     from rich.table import Table
-
-    from sweeper.core.console import console
 
     typer.echo(f"{task}: {generations}")
     table = Table()

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from sweeper.core.cache import CorruptEntry
+from sweeper.core.console import console
 from sweeper.core.errors import UserError
 
 LadderOption = Annotated[str, typer.Option("--ladder", help="A registered ladder (micro, starcoderbase).")]
@@ -60,7 +62,6 @@ def build(
 def show(ladder: LadderOption = "micro", json_: JsonOption = False) -> None:
     """List a ladder's scales: architecture, total parameters, pretraining tokens and, for the micro
     ladder, the final pretraining validation loss from the cache ("not built" when absent)."""
-    from sweeper.core.cache import CorruptEntry
     from sweeper.ladders import count_parameters, get_ladder, meta_model
     from sweeper.ladders.micro.build import cached_scale, plan_ladder
     from sweeper.ladders.micro.ladder import MicroLadder
@@ -121,8 +122,6 @@ def _compact(count: int) -> str:
 
 def _print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     from rich.table import Table
-
-    from sweeper.core.console import console
 
     table = Table(title=title, title_justify="left")
     for index, column in enumerate(columns):

@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sweeper.core.console import console
+from sweeper.core.errors import UserError
+
 if TYPE_CHECKING:
     from sweeper.ladders import Arch
 
@@ -36,7 +39,6 @@ def _method_rows(arch: "Arch", *, show_progress: bool) -> list[dict[str, Any]]:
     from rich.console import Console
     from rich.progress import Progress
 
-    from sweeper.core.errors import UserError
     from sweeper.methods import count_method_parameters, get_method, method_names, resolve_method_config
 
     rows = []
@@ -63,8 +65,6 @@ def _method_rows(arch: "Arch", *, show_progress: bool) -> list[dict[str, Any]]:
 
 def _print_table(ladder: str, scale: str, rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
-
-    from sweeper.core.console import console
 
     table = Table(title=f"tuning methods on {ladder} {scale} (default settings)")
     for column in ("method", "trainable", "total", "trainable %", "description"):

@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sweeper.core import provenance
 from sweeper.core.errors import UserError
+from sweeper.core.io import atomic_write_json
 
 if TYPE_CHECKING:
     from sweeper.evals.sandbox import Sandbox
@@ -97,8 +99,6 @@ def _rows(task: str, metrics: list, settings: dict) -> list[dict]:
 
 
 def _save(out_dir: Path, task: str, result) -> None:
-    from sweeper.core.io import atomic_write_json
-
     if result.generations is not None:
         atomic_write_json(out_dir / f"generations_{task}.json", result.generations)
     for name, artifact in result.artifacts.items():
@@ -132,7 +132,6 @@ def score_generations(
     """Score saved generations of a program task; returns metrics, settings and provenance.
 
     `allow_weak`: score even below the sandbox's minimum isolation (None: SWEEPER_ALLOW_WEAK_SANDBOX)."""
-    from sweeper.core import provenance
     from sweeper.evals.sandbox import Sandbox, SandboxLimits
     from sweeper.evals.tasks import TASKS, Context
 

@@ -18,6 +18,8 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from sweeper.core.io import atomic_write_json
+from sweeper.core.paths import cache_dir
 from sweeper.evals.problems import Problem, harness_program, with_buggy
 from sweeper.evals.sandbox import Sandbox
 
@@ -152,8 +154,6 @@ def _statement_edits(node: ast.AST, source: _Source) -> Iterator[tuple[str, int,
 def failing_mutants(problems: list[Problem], sandbox: Sandbox, per_type: int = 2) -> list[Problem]:
     """One mutant per problem that fails the tests; problems without one are left out. Bug types are
     tried in an order rotated by the problem's index, so that the six types are spread evenly."""
-    from sweeper.core.io import atomic_write_json
-    from sweeper.core.paths import cache_dir
 
     key = hashlib.sha256(
         json.dumps([MUTATOR_VERSION, per_type, [(p.task_id, p.canonical_program, p.test) for p in problems]]).encode()

@@ -23,6 +23,7 @@ from typing import Any
 
 import polars as pl
 
+from sweeper.core import provenance
 from sweeper.core.errors import UserError
 from sweeper.core.io import atomic_write, atomic_write_json
 from sweeper.sweep.folder import SweepFolder
@@ -72,7 +73,6 @@ def _evaluate_cell(row: dict[str, Any], tasks: list[str], n_samples: int, temper
     """Runs in a worker process: load the tuned model, evaluate, write one record per task."""
     import torch
 
-    from sweeper.core import provenance
     from sweeper.evals.evaluate import evaluate_model
     from sweeper.evals.sandbox import Sandbox
     from sweeper.train.artifacts import load_tuned_model

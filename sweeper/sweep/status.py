@@ -18,6 +18,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from sweeper.core.console import console as make_console
 from sweeper.core.errors import UserError
 from sweeper.schema import Cell, Space, Trial
 from sweeper.sweep.ledger import (
@@ -197,8 +198,6 @@ def _view_dict(view: TrialView) -> dict[str, Any]:
 
 
 def print_status(summary: dict[str, Any]) -> None:
-    from sweeper.core.console import console as make_console
-
     views = [
         TrialView(**{**{k: v for k, v in t.items() if k != "space_hash"}, "val_loss": _num(t["val_loss"]),
                      "best_val_loss": _num(t["best_val_loss"]), "tokens_per_s": _num(t["tokens_per_s"])})

@@ -1,0 +1,1 @@
+"""What every stage uses: errors, atomic io, paths, console, the registry type, provenance, cache, memo, config."""
