@@ -75,7 +75,7 @@ def sync(device: torch.device) -> None:
 
 
 def sweeper_seconds(model, recipe: Recipe, ids: torch.Tensor, steps: int, warmup: int, device) -> float:
-    engine = make_engine(model, recipe, recipe.lr, device, world=1)
+    engine = make_engine(model, recipe, device, world=1)
     batch = recipe.global_batch
 
     def step(index: int) -> None:

@@ -5,7 +5,7 @@
     python benchmarks/sweep_bench.py mainjob                  # `sweeper launch grid`, cold and warm cache
 
 `overhead` times the fft / l cell (the slowest micro cell) three ways, each a new Python process so
-that imports count on both sides: `sweeper.train.run_trial` called directly; `sweeper launch grid`
+that imports count on both sides: `sweeper.train.loop.run_trial` called directly; `sweeper launch grid`
 with the trial run directly in the Tune trial actor (sweeper's choice for a single CPU worker); and
 the same launch with the trial forced through a Ray Train `TorchTrainer`. Results are appended to
 benchmarks/sweep_bench.json.

@@ -30,9 +30,10 @@ def hf_trainer_tokens_per_s(cell, steps: int) -> float:
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
-    loaded = get_ladder(cell.ladder).load(cell.scale)
+    ladder = get_ladder(cell.ladder)
+    loaded = ladder.load(cell.scale)
     model = apply_method(loaded.model, cell.method, cell.method_config)
-    data = prepare_data(cell.data, loaded.tokenizer, seed=cell.recipe.seed)
+    data = prepare_data(cell.data, loaded.tokenizer, seed=cell.recipe.seed, files=ladder.instruction_files())
     rows = Dataset.from_dict({"input_ids": data.train_ids.tolist(), "labels": data.train_labels.tolist()})
     recipe = cell.recipe
     args = TrainingArguments(

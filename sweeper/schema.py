@@ -275,9 +275,9 @@ class Trial:
 @dataclass(frozen=True)
 class TrialReport:
     """What a trial reports at every evaluation, in the ledger's column names (`sweeper.sweep.ledger`):
-    the one object the training loop hands back through Ray. The last one is the trial's outcome."""
+    the one object the training loop hands back through Ray. The last one is the trial's outcome. It names no
+    trial: it always travels with its `Trial` (and Tune writes its own id into a result's `trial_id`)."""
 
-    trial_id: str
     status: str  # running | done | diverged
     steps: int  # optimizer steps so far (ASHA's time)
     tokens: int
@@ -285,6 +285,8 @@ class TrialReport:
     final_val_loss: float  # the latest validation loss: the final one once the trial is over
     best_val_loss: float
     tokens_per_s: float  # training throughput since the previous report
+    train_loss: float  # mean training loss since the previous report (trackers plot it; not a ledger column)
+    current_lr: float  # the schedule's lr at this step (trackers plot it; the ledger's `lr` is the peak)
     trainable_params: int
     total_params: int
     dataset_fingerprint: str

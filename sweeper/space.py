@@ -58,12 +58,15 @@ def load_space(name_or_path: str = "micro", sets: list[str] | tuple[str, ...] = 
 
 
 def check_names(space: Space) -> None:
-    """The ladder, its scales and the data source must be registered: one line each if not. Method names
+    """The ladder, its scales and the data source must be registered, and the source must have what it mines:
+    one line each if not. Method names
     are checked when the cells are expanded (resolving them needs torch and peft; `expand` remembers)."""
     ladder = get_ladder(space.ladder)
     for scale in space.scales:
         ladder.scale(scale)
-    SOURCES.get(space.data.source)
+    if SOURCES.get(space.data.source).needs_files(space.data) and not ladder.has_instruction_files:
+        raise UserError(f"data.path: the {space.data.source} source needs a folder of Python files with ladder "
+                        f"{ladder.name!r} (only the micro ladders hold code of their own out of pretraining)")
 
 
 def parse_value(text: str) -> Any:

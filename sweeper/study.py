@@ -59,4 +59,6 @@ def _report(out: Path, say: Say, warn: Say) -> None:
         return
     for line in analysis.warnings:
         warn(f"warning: {line}")
+    for line in analysis.notes:
+        warn(f"note: {line}")
     say(f"wrote {folder / 'report.md'} and {folder / 'report.html'} (+ {len(written) - 2} files)")

@@ -19,8 +19,8 @@ def fake_report(trial, *, steps: int, final_val_loss: float = float("nan"), chec
     from sweeper.schema import TrialReport
 
     return TrialReport(
-        trial_id=trial.trial_id, status="done", steps=steps, tokens=steps * trial.cell.tokens_per_step,
-        initial_val_loss=2.0, final_val_loss=final_val_loss, best_val_loss=final_val_loss, tokens_per_s=1.0,
+        status="done", steps=steps, tokens=steps * trial.cell.tokens_per_step, initial_val_loss=2.0,
+        final_val_loss=final_val_loss, best_val_loss=final_val_loss, tokens_per_s=1.0, train_loss=1.5, current_lr=1e-4,
         trainable_params=1, total_params=2, dataset_fingerprint="data", model_source="base", wall_seconds=1.0,
         checkpoint=checkpoint, resumed_at=(), hardware="{}", pid=1, curve=())
 

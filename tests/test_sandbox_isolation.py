@@ -80,7 +80,7 @@ def test_refuses_to_score_below_the_minimum_and_says_how_to_fix_it():
 def test_the_cli_refuses_then_scores_with_the_opt_in(tmp_path):
     generations = tmp_path / "generations.json"
     generations.write_text(json.dumps([[p.prompt + p.canonical_solution] for p in load_humaneval()]))
-    command = ("from sweeper.cli import main\nsys.argv = ['sweeper', 'eval', 'score', '--task', 'humanevalsynthesize', "
+    command = ("from sweeper.cli.main import main\nsys.argv = ['sweeper', 'eval', 'score', '--task', 'humanevalsynthesize', "
                "'--generations', sys.argv[1]] + sys.argv[2:]\nmain()\n")
     refused = _docker_like(command, str(generations))
     assert refused.returncode == 2 and "--allow-weak-sandbox" in refused.stderr, refused.stderr[-2000:]

@@ -67,7 +67,7 @@ def _node_id() -> str:
 def _trial_driver(config: dict[str, Any]) -> None:
     """The Tune trainable: the loop itself (direct) or a TorchTrainer whose workers run it."""
     trial: Trial = config["trial"]
-    if runs_direct(trial.cell):
+    if config["direct"]:  # decided in the driver process (`run_trials`), not in this actor
         from sweeper.train.loop import run_trial
 
         run_trial(trial, report=_with_nodes(tune.report, [_node_id()]))
@@ -122,7 +122,8 @@ def run_trials(trials: list[Trial], *, ledger: Ledger, store: str, max_failures:
     scheduler = PerCellASHA()
     common = {"ray_storage": ray_storage, "max_failures": max_failures}
     with_store = [dataclasses.replace(trial, store=store) for trial in trials]
-    searcher = CellTrialSearcher(with_store, common, folder.optuna_journal, scheduler)
+    searcher = CellTrialSearcher(with_store, common, folder.optuna_journal, scheduler,
+                                 per_trial=lambda trial: {"direct": runs_direct(trial.cell)})
     recorder = LedgerCallback(ledger, scheduler, provenance, table, space_hash)
     callbacks: list[Any] = [recorder, *tracking_callbacks(tracking, folder, trials[0].cell.space)]
     pin = runtime.has_driver_resource()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +37,16 @@ RUNNING = "running"
 
 class CellTrialSearcher(Searcher):
     """Hands out the pending trials in order; per-cell lr from the Optuna study of that cell replicate.
-    Each Tune config is `{"trial": Trial, **common}`: the trial with its lr and checkpoint store."""
+    Each Tune config is `{"trial": Trial, **common, **per_trial(trial)}`: the trial with its lr and checkpoint
+    store, and what the driver decided for it (`per_trial`: e.g. whether it runs without Ray Train, decided
+    in the driver process, where a benchmark or test may override the rule)."""
 
-    def __init__(self, trials: list[Trial], common: dict[str, Any], journal: Path, scheduler: PerCellASHA):
+    def __init__(self, trials: list[Trial], common: dict[str, Any], journal: Path, scheduler: PerCellASHA,
+                 per_trial: Callable[[Trial], dict[str, Any]] | None = None):
         super().__init__(metric=METRIC, mode="min")
         self.queue = list(trials)
         self.common = common
+        self.per_trial = per_trial or (lambda trial: {})
         self.journal = journal
         self.scheduler = scheduler
         self.studies: dict[str, Any] = {}
@@ -57,7 +62,7 @@ class CellTrialSearcher(Searcher):
             study = self._study(trial)
             number, lr = self._trial_for(study, trial)
             self.asked[trial_id] = (study, number)
-        return {**self.common, "trial": dataclasses.replace(trial, lr=lr)}
+        return {**self.common, **self.per_trial(trial), "trial": dataclasses.replace(trial, lr=lr)}
 
     def _study(self, trial: Trial) -> Any:
         if trial.search_id not in self.studies:

@@ -77,6 +77,9 @@ class Source(Protocol):
     """A registered data source. `files`: what to mine when `data.path` is not given (the ladder's
     held-out code); a source that needs no local files ignores it."""
 
+    def needs_files(self, config: DataConfig) -> bool:
+        """Whether `files` must be given (checked when a space is loaded, before anything runs)."""
+
     def identity(self, config: DataConfig, files: list[Path] | None) -> dict[str, Any]:
         """What the examples are made from, cheaply (no mining): part of the cache key."""
 

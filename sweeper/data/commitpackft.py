@@ -25,6 +25,9 @@ class CommitPackFT:
             parts.append(("parquet", f"{root}/guanaco-commits/data/train-*.parquet"))
         return [(files, _load_dataset(builder, files)) for builder, files in parts]
 
+    def needs_files(self, config: DataConfig) -> bool:
+        return False
+
     def identity(self, config: DataConfig, files: list[Path] | None = None) -> dict[str, Any]:
         return {files: dataset._fingerprint for files, dataset in self._load(config)}
 

@@ -21,6 +21,9 @@ MAX_FILE_BYTES = 3000  # old and new version each (a 256-token sequence holds ~9
 class GitHistory:
     """CommitPack-style pairs mined from the history of a local git repository (files under `path`)."""
 
+    def needs_files(self, config: DataConfig) -> bool:
+        return False
+
     def identity(self, config: DataConfig, files: list[Path] | None = None) -> dict[str, Any]:
         root = self._repo(config)
         return {"head": _git(root, "rev-parse", "HEAD").strip(), "prefix": _git(root, "rev-parse", "--show-prefix")}

@@ -39,6 +39,9 @@ class LocalCode:
             raise UserError(f"data.path {config.path!r}: not a folder (the local-code source mines its .py files)")
         return python_files(root, ("__pycache__",))
 
+    def needs_files(self, config: DataConfig) -> bool:
+        return config.path is None
+
     def identity(self, config: DataConfig, files: list[Path] | None) -> dict[str, Any]:
         return {"files": sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in self._files(config, files))}
 

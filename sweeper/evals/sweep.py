@@ -25,9 +25,9 @@ import polars as pl
 
 from sweeper.core import provenance
 from sweeper.core.errors import UserError
-from sweeper.core.io import atomic_write, atomic_write_json
+from sweeper.core.io import atomic_write, atomic_write_json, move_aside
 from sweeper.sweep.folder import SweepFolder
-from sweeper.sweep.ledger import CELL_COLUMNS, Ledger, best_trials, result_id
+from sweeper.sweep.ledger import CELL_COLUMNS, Ledger, best_trials, result_id, warn
 
 # Tiny models score ~0 on executed pass@1: the likelihood-ranked variants give them a graded signal.
 # The YES/NO ones (clone-/defect-detection-ll) are left out here: every micro model gave the same
@@ -97,6 +97,25 @@ def _evaluate_cell(row: dict[str, Any], tasks: list[str], n_samples: int, temper
     return recorded
 
 
+def _recorded(folder: SweepFolder, row: dict[str, Any], task: str, settings: str) -> bool:
+    """Whether this result's tuned model is already scored on the task. A record of another trial in its place
+    (the cell's best trial changed, or a folder evaluated when one trial per cell was scored across seeds)
+    is moved aside to `superseded/`, with a warning, and the model is scored again."""
+    path = folder.eval_record(result_id(row), task, settings)
+    try:
+        recorded = {r.get("trial_id") for r in json.loads(path.read_text())}
+    except FileNotFoundError:
+        return False
+    except ValueError:
+        raise UserError(f"{path}: corrupt evaluation record (not JSON)") from None
+    if recorded == {row["trial_id"]}:
+        return True
+    target = move_aside(path, path.parent.parent / "superseded")
+    warn(f"{path}: scores trial {', '.join(sorted(map(str, recorded)))}, not the cell's result {row['trial_id']}; "
+         f"moved to {target} and scored again")
+    return False
+
+
 def rebuild_evals(out: Path) -> Path:
     """evals.parquet from every record under evals/ (the records are the truth)."""
     folder = SweepFolder(Path(out))
@@ -128,8 +147,7 @@ def evaluate_sweep(out: Path, tasks: list[str] | None, cells: list[str] | None, 
     tasks = check_task_names(tasks or DEFAULT_TASKS.get(ladder, PAPER_TASKS))
     todo = []
     for row in tuned_models(ledger, cells):
-        missing = [t for t in tasks if not ledger.folder.eval_record(
-            result_id(row), t, settings_key(t, n_samples, temperature, limit)).exists()]
+        missing = [t for t in tasks if not _recorded(ledger.folder, row, t, settings_key(t, n_samples, temperature, limit))]
         if missing:
             todo.append((row, missing))
     if not todo:

@@ -66,6 +66,7 @@ class Ladder:
     name: str
     description: str
     scales: dict[str, Scale]
+    has_instruction_files: bool = False  # whether `instruction_files()` gives files (checked without collecting them)
 
     def scale(self, name: str) -> Scale:
         if name not in self.scales:

@@ -159,9 +159,10 @@ def run_trial(trial: Trial, report: Report | None = None) -> TrialReport:
         if store and last and not diverged:
             final_uri = save_final(store, trial, engine, loaded.source, rank)
         last_report = TrialReport(
-            trial_id=trial.trial_id, status=DIVERGED if diverged else (DONE if last else RUNNING), steps=step,
+            status=DIVERGED if diverged else (DONE if last else RUNNING), steps=step,
             tokens=row["tokens"], initial_val_loss=state["initial_val_loss"], final_val_loss=val_loss,
-            best_val_loss=state["best_val_loss"], tokens_per_s=row["tokens_per_s"], trainable_params=trainable,
+            best_val_loss=state["best_val_loss"], tokens_per_s=row["tokens_per_s"], train_loss=row["train_loss"],
+            current_lr=row["lr"], trainable_params=trainable,
             total_params=total, dataset_fingerprint=data.fingerprint, model_source=loaded.source,
             wall_seconds=state["elapsed_s"], checkpoint=final_uri, resumed_at=tuple(state["resumed_at"]),
             hardware=hardware, pid=os.getpid(), curve=tuple(state["curve"]),

@@ -1,5 +1,5 @@
 """Fault injection for the failing-trial test: with this folder on PYTHONPATH, every Python process
-that starts (the Ray workers that run trials) imports this file, and its `sweeper.train` raises when a
+that starts (the Ray workers that run trials) imports this file, and its `sweeper.train.loop` raises when a
 trial saves its final weights, as a trial that crashes after training (full disk, lost storage) would."""
 
 import importlib.abc
@@ -15,7 +15,7 @@ def _fail(*args, **kwargs):
 
 class _BreakSaveFinal(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name != "sweeper.train":
+        if name != "sweeper.train.loop":
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         run_module = spec.loader.exec_module

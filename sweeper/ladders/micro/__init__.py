@@ -1,10 +1,9 @@
 """The micro ladder: small GPTBigCode models pretrained by sweeper on real Python code.
 
-- `ladder`: the scales, corpus, tokenizer and pretraining recipes; registers `micro` (no torch).
+- `config`: the corpus, tokenizer and pretraining-recipe configs, and what building needs of a ladder.
+- `ladder`: the scales and their recipes; registers `micro` and `micro-smoke` (no torch).
 - `corpus`: the Python files on this machine, deduplicated, split train / held out by hash.
 - `tokenizer`: the byte-level BPE trained on the corpus.
 - `pretrain`: pretraining of one scale (what each worker process runs).
-- `build`: corpus -> tokenizer -> pretraining -> cache; loading a scale.
-- `cache`: content-addressed cache entries, verified by sha256, written atomically.
-- `commands`: `sweeper ladder build|show`.
+- `build`: corpus -> tokenizer -> pretraining -> cache (`sweeper.core.cache`); loading a scale.
 """

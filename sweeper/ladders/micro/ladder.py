@@ -51,6 +51,8 @@ LADDER_TABLE: dict[str, tuple[tuple[int, int, int], PretrainRecipe]] = {
 class MicroLadder(Ladder):
     """Small GPTBigCode models pretrained by sweeper on the Python standard library (cached)."""
 
+    has_instruction_files = True  # the corpus files held out of pretraining
+
     def __init__(
         self,
         corpus: CorpusConfig | None = None,
