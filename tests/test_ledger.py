@@ -193,3 +193,40 @@ def test_describe_spaces_says_which_rows_belong_to_which_space():
     assert unknown.startswith("1 trial attempt of no launched space")
     assert describe_spaces({"space": new, "launches": launches[1:]}, rows) == []  # one space: nothing to say
     assert describe_spaces({"space": old, "cells": [{"id": "a"}]}, rows) == []  # a manifest from before launches
+
+
+def test_one_rule_picks_a_cells_result_and_a_tie_goes_to_the_lower_trial_id(tmp_path):
+    """`best_trials` is the rule; evaluation (`tuned_models`) and analysis (`load_source`) both use it, so a tie
+    can no longer make the two pick different trials (and the join drop the cell's scores)."""
+    from analysis.sources import load_source
+    from sweeper.evals.sweep import tuned_models
+    from sweeper.sweep.ledger import best_trials, result_id
+
+    ledger = Ledger(tmp_path)
+    records = [  # (trial id, seed, loss); cell "bbb" ties between t2 and t1, recorded in that order
+        ("bbb-t2", 0, 2.0), ("aaa-t0", 0, 3.0), ("bbb-t1", 0, 2.0), ("aaa-t1", 0, 2.5), ("aaa-t0-s1", 1, 2.7),
+        ("bbb-t0", 0, 2.4),
+    ]
+    for n, (trial_id, seed, loss) in enumerate(records):
+        ledger.record({**row(trial_id, loss=loss), "seed": seed, "checkpoint": f"/ckpt/{trial_id}",
+                       "finished_at": f"2026-01-01T00:00:{n:02d}+00:00"}, [])
+    ledger.record({**row("ccc-t0", status="diverged", loss=0.1), "seed": 0}, [])  # not a result: not done
+    picked = best_trials(pl.read_parquet(tmp_path / "cells.parquet"))
+    assert picked["trial_id"].to_list() == ["bbb-t1", "aaa-t1", "aaa-t0-s1"]  # ledger order of the winners
+    assert [r["trial_id"] for r in tuned_models(ledger, None)] == picked["trial_id"].to_list()
+    assert load_source(tmp_path).table["trial_id"].to_list() == picked["trial_id"].to_list()
+    assert [result_id(r) for r in picked.to_dicts()] == ["bbb", "aaa", "aaa-s1"]
+
+
+def test_an_eval_record_of_another_trial_is_moved_aside_not_trusted(tmp_path, capsys):
+    from sweeper.evals.sweep import _recorded
+    from sweeper.sweep.folder import SweepFolder
+
+    folder = SweepFolder(tmp_path)
+    path = folder.eval_record("aaa", "humanevalsynthesize-ll", "k")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps([{"trial_id": "aaa-t0", "value": 0.5}]))
+    assert _recorded(folder, {"cell_id": "aaa", "trial_id": "aaa-t0", "seed": 0}, "humanevalsynthesize-ll", "k")
+    assert not _recorded(folder, {"cell_id": "aaa", "trial_id": "aaa-t1", "seed": 0}, "humanevalsynthesize-ll", "k")
+    assert not path.exists() and (tmp_path / "evals" / "aaa" / "superseded" / path.name).is_file()
+    assert "moved to" in capsys.readouterr().err
