@@ -254,6 +254,13 @@ def print_plan(plan: Plan) -> None:
                   f"{plan.total_device_hours:.3g}", f"{plan.total_usd:,.2f}", "", "")
     console = make_console()
     console.print(table)
+    data, recipe = space.data, space.recipe
+    console.print(
+        f"data: {data.source}{f' ({data.path})' if data.path else ''}, {data.seq_len}-token sequences, loss on "
+        f"{'all tokens' if data.loss_on == 'all' else 'answers'}, at most {data.max_val_sequences} validation "
+        f"sequences; recipe: lr {recipe.lr:g} {recipe.schedule}, {recipe.steps} steps x {recipe.global_batch} "
+        f"sequences, {recipe.precision}"
+    )
     console.print(
         ("trials = seeds x search trials. " if replicated else "")
         + f"FLOPs = (4 N + 2 N_trainable) T + 2 N T_eval per trial; {space.cost.accelerator}: "

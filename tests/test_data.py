@@ -9,7 +9,16 @@ from repos import git, new_repo
 
 from sweeper.core.errors import UserError
 from sweeper.core.paths import cache_dir
-from sweeper.data import IGNORE, SOURCES, Example, octopack_prompt, pack, prepare_data, split_examples
+from sweeper.data import (
+    IGNORE,
+    SOURCES,
+    Example,
+    HashSplitSource,
+    octopack_prompt,
+    pack,
+    prepare_data,
+    split_examples,
+)
 from sweeper.data.commitpackft import CommitPackFT
 from sweeper.data.git import GitHistory
 from sweeper.data.local_code import LocalCode, mine_functions
@@ -84,7 +93,7 @@ def test_split_is_deterministic_disjoint_and_deduplicated():
 def test_fingerprint_and_cache(tokenizer, cache, monkeypatch):
     mined = {"n": 0}
 
-    class Fixed:
+    class Fixed(HashSplitSource):
         def identity(self, config, files):
             return {"examples": "fixed"}
 
@@ -225,9 +234,42 @@ def test_commitpackft_from_a_local_copy(monkeypatch, tmp_path):
 
     examples = CommitPackFT().examples(DataConfig(source="commitpackft", path=str(tmp_path / "copy")))
     assert set(examples) == {
-        Example("x = 1\n\nSet x to two", "x = 2\n"), Example("Print one", "print(1)\n"), Example("Say hi", "hi"),
+        Example("Set x\nx = 1\n", "x = 2\n"), Example("Print one", "print(1)\n"), Example("Say hi", "hi"),
     }
     without = CommitPackFT().examples(
         DataConfig(source="commitpackft", path=str(tmp_path / "copy"), with_oasst=False)
     )
     assert len(without) == 2
+
+
+def test_the_astraios_space_trains_on_guanaco_commits_as_released(tmp_path, monkeypatch):
+    """12,958 rows to train on and the whole 629-row test split to validate on, from a copy in the hub's
+    layout and schema (the loader reads the hub itself on a cluster)."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sweeper.space import load_space
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
+    folder = tmp_path / "copy" / "guanaco-commits" / "data"
+    folder.mkdir(parents=True)
+    for split, rows in (("train", 12_958), ("test", 629)):
+        table = pa.table({"prompt": [f"{split} question {n}" for n in range(rows)],
+                          "completion": [f"answer {n}" for n in range(rows)]})
+        pq.write_table(table, folder / f"{split}-00000-of-00001.parquet")
+    space = load_space("astraios", [f"data.path={tmp_path / 'copy'}"])
+    assert space.data.source == "guanaco-commits"
+    train, val = SOURCES.get("guanaco-commits").splits(space.data, None)
+    assert (len(train), len(val)) == (12_958, 629)
+    assert train[0] == Example("train question 0", "answer 0") and val[-1] == Example("test question 628", "answer 628")
+    assert SOURCES.get("guanaco-commits").drop_tail
+
+
+def test_packing_drops_the_partial_tail_when_the_source_says_so(tokenizer):
+    ids, _ = pack(EXAMPLES, tokenizer, seq_len=16, loss_on="all")
+    dropped, dropped_labels = pack(EXAMPLES, tokenizer, seq_len=16, loss_on="all", drop_tail=True)
+    assert dropped.shape[0] == ids.shape[0] - 1 and (dropped == ids[:-1]).all()
+    assert (dropped_labels != IGNORE).all()  # no padding left
+    one, _ = pack(EXAMPLES[:1], tokenizer, seq_len=4096, loss_on="all", drop_tail=True)
+    assert one.shape == (1, 4096)  # shorter than one sequence: kept, padded

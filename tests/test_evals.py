@@ -30,7 +30,7 @@ class ScriptedLM:
         self.answer = answer
         self.prompts = []
 
-    def generate(self, prompts, *, n, temperature, max_new_tokens, stop):
+    def generate(self, prompts, *, n, temperature, max_new_tokens, stop, max_prompt_tokens=None):
         self.prompts.extend(prompts)
         return [[self.answer(p, i) for i in range(n)] for p in prompts]
 
@@ -154,7 +154,7 @@ def test_robustness_oracle_is_robust(sandbox):
     problems = load_humaneval()[:3]
     variants = [(PERTURBATIONS.get(n)(p)) for p in problems for n in PERTURBATIONS] + problems
     oracle = ScriptedLM(_oracle([(v.prompt, v.canonical_solution) for v in variants]))
-    result = TASKS.get("robustness")().evaluate(oracle, Context(sandbox, limit=3))
+    result = TASKS.get("robustness-proxy")().evaluate(oracle, Context(sandbox, limit=3))
     values = {m.name: m.value for m in result.metrics}
     assert values == {"robust_pass@1": 1.0, "nominal_pass@1": 1.0, "perturbed_pass@1": 1.0}
     assert len(result.generations) == 3 * (len(PERTURBATIONS.names()) + 1)
@@ -188,8 +188,9 @@ def test_fix_mutated_prompt_shows_bug_and_tests(sandbox):
     lm = ScriptedLM(lambda p, i: "    pass\n")
     result = TASKS.get("humanevalfix-mutated")().evaluate(lm, Context(sandbox, limit=2))
     problem = load_humaneval()[0]
-    assert lm.prompts[0].startswith("Question: " + problem.declaration)
-    assert "check(has_close_elements)\nFix bugs in has_close_elements.\n\nAnswer:\n" in lm.prompts[0]
+    # The harness's octocoder order: the instruction, then the code and its tests (instruction + "\n" + context).
+    assert lm.prompts[0].startswith("Question: Fix bugs in has_close_elements.\n" + problem.declaration)
+    assert "check(has_close_elements)\n\nAnswer:\n" in lm.prompts[0]
     assert result.metrics[0].value == 0.0
 
 
@@ -205,6 +206,10 @@ def test_explain_never_shows_the_docstring(sandbox):
     result = TASKS.get("humanevalexplain")().evaluate(lm, Context(sandbox, n_samples=2, temperature=0.5, limit=2))
     second_stage = [p for p in lm.prompts if "according to the description" in p]
     assert len(second_stage) == 4 and all(problems[0].docstring not in p for p in second_stage)
+    assert second_stage[0].startswith("Question: Write functional code in Python according to the description.\n")
+    first_stage = [p for p in lm.prompts if p not in second_stage]
+    assert first_stage[0].startswith("Question: Provide a concise natural language description of the code using "
+                                     f"at most {len(problems[0].docstring)} characters.\n{problems[0].declaration}")
     assert result.artifacts["descriptions"][0] == ["Checks whether two numbers are close."] * 2
 
 
@@ -221,23 +226,23 @@ def test_parse_yes_no():
 
 def test_clone_and_defect_questions_are_balanced(sandbox):
     ctx = Context(sandbox, limit=10)
-    for name in ("clone-detection", "defect-detection"):
+    for name in ("clone-detection-proxy", "defect-detection-proxy"):
         questions = TASKS.get(name)().questions(ctx)
         assert sum(label for _, label in questions) == len(questions) // 2
         assert all(p.endswith("respond to YES or NO.\n\nAnswer:") for p, _ in questions)
-    clone_prompt = TASKS.get("clone-detection")().questions(ctx)[0][0]
+    clone_prompt = TASKS.get("clone-detection-proxy")().questions(ctx)[0][0]
     assert "has_close_elements" not in clone_prompt and "def func(" in clone_prompt
 
 
 def test_yes_no_tasks_score_answers(sandbox):
     ctx = Context(sandbox, limit=6)
-    questions = TASKS.get("defect-detection")().questions(ctx)
+    questions = TASKS.get("defect-detection-proxy")().questions(ctx)
     truth = {prompt: label for prompt, label in questions}
     always_right = ScriptedLM(lambda p, i: "\nYES" if truth[p] else "\nNO")
-    values = {m.name: m.value for m in TASKS.get("defect-detection")().evaluate(always_right, ctx).metrics}
+    values = {m.name: m.value for m in TASKS.get("defect-detection-proxy")().evaluate(always_right, ctx).metrics}
     assert values == {"accuracy": 1.0, "macro_f1": 1.0}
     likes_right = ScriptedLM(lambda context, option: (0.0 if (option == "\nYES") == bool(truth[context]) else -5.0, 1))
-    values = {m.name: m.value for m in TASKS.get("defect-detection-ll")().evaluate(likes_right, ctx).metrics}
+    values = {m.name: m.value for m in TASKS.get("defect-detection-proxy-ll")().evaluate(likes_right, ctx).metrics}
     assert values == {"accuracy": 1.0, "macro_f1": 1.0}
 
 
@@ -259,7 +264,7 @@ def test_choice_tasks_rank_by_likelihood(sandbox):
 def test_security_flags_insecure_completions(sandbox):
     from sweeper.evals.tasks.security import SCENARIOS
 
-    task = TASKS.get("security")()
+    task = TASKS.get("security-proxy")()
     ctx = Context(sandbox, limit=5)
     insecure = [
         "    return os.popen('ping -c 1 ' + host).read()\n",
@@ -308,6 +313,6 @@ def test_score_rejects_bad_input(tmp_path):
         score_generations("humanevalsynthesize", path)
     path.write_text(json.dumps([["x"]] * 164))
     with pytest.raises(UserError, match="has no generations to score"):
-        score_generations("clone-detection-ll", path)
+        score_generations("clone-detection-proxy-ll", path)
     with pytest.raises(UserError, match="unknown task"):
         score_generations("nope", path)

@@ -39,3 +39,26 @@ def test_astraios_1b_pass_at_1_is_reproduced():
     assert all(abs(gap) <= TOLERANCE for gap in gaps.values()), gaps
     assert rejected == 0
 
+
+# HumanEvalExplainSynthesize-Python, 1B: the harness scores each of the 3,280 programs (20 descriptions per
+# problem) with a 10 s limit (shared/data/README.md). One file of the seven keeps the test short (each takes
+# about a minute here); fft 15.37 and parallel 19.70 were reproduced too (see the closing note of issue 13).
+EXPLAIN = {"lora": 20.49}
+EXPLAIN_FILE = "humanevalexplainsynthesize-python/generations-humanevalexplainsynthesize-python-starcoderbase-1b-{}.json.gz"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (PACK.is_file() and ASTRAIOS.is_dir()), reason="shared Astraios data not present")
+def test_astraios_1b_explain_synthesize_is_reproduced():
+    from sweeper.evals.sandbox import SandboxLimits
+
+    measured = {}
+    with Sandbox(SandboxLimits(timeout_s=10.0), allow_weak=True) as sandbox:
+        for method in EXPLAIN:
+            report = score_generations("humanevalexplain", ASTRAIOS / EXPLAIN_FILE.format(method), data=PACK,
+                                       sandbox=sandbox)
+            [pass_at_1] = [m for m in report["metrics"] if m["metric"] == "pass@1"]
+            assert pass_at_1["n"] == 164
+            measured[method] = 100 * pass_at_1["value"]
+    gaps = {method: round(value - EXPLAIN[method], 2) for method, value in measured.items()}
+    assert all(abs(gap) <= TOLERANCE for gap in gaps.values()), gaps

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from codexglue_data import bigclonebench_folder, devign_folder
 from repos import git, new_repo
 
 from analysis.laws import LAWS
@@ -253,10 +254,27 @@ def case_commitpackft(tmp_path):
     pq.write_table(pa.table({"prompt": ["Say hi"], "completion": ["hi"]}), oasst / "train-00000-of-00001.parquet")
 
     def change():
-        rows[0]["message"] = "Set x to 2"
+        rows[0]["subject"] = "Set x to 2"  # OctoPack's question is the subject (then the old file)
         data.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
     return DataConfig(source="commitpackft", path=str(copy)), None, change
+
+
+def case_guanaco_commits(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "copy" / "guanaco-commits" / "data"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"prompt": ["Say hi", "Add one"], "completion": ["hi", "x + 1"]}),
+                   folder / "train-00000-of-00001.parquet")
+    pq.write_table(pa.table({"prompt": ["Say bye"], "completion": ["bye"]}), folder / "test-00000-of-00001.parquet")
+
+    def change():
+        pq.write_table(pa.table({"prompt": ["Say hello"], "completion": ["hello"]}),
+                       folder / "test-00000-of-00001.parquet")
+
+    return DataConfig(source="guanaco-commits", path=str(tmp_path / "copy")), None, change
 
 
 # source name -> ways to run it offline: (config, files, a function that changes the data it mines)
@@ -264,6 +282,7 @@ SOURCE_CASES = {
     "local-code": {"path": case_local_code_path, "files": case_local_code_files},
     "git": {"repo": case_git},
     "commitpackft": {"local-copy": case_commitpackft},
+    "guanaco-commits": {"local-copy": case_guanaco_commits},
 }
 SOURCE_RUNS = [(source, case) for source in SOURCES.names() for case in SOURCE_CASES.get(source, {"missing": None})]
 
@@ -275,7 +294,9 @@ def test_every_registered_source_has_an_offline_case():
 @pytest.mark.parametrize("name", SOURCES.names())
 def test_source_takes_config_and_files(name):
     source = SOURCES.get(name)
-    for method in ("identity", "examples"):
+    assert isinstance(source.drop_tail, bool)
+    assert isinstance(source.needs_files(DataConfig(source=name)), bool)
+    for method in ("identity", "splits"):
         function = getattr(source, method, None)
         assert callable(function), f"{name}.{method}"
         parameters = list(inspect.signature(function).parameters)
@@ -295,16 +316,18 @@ def test_source_runs_offline(name, case, tmp_path, offline):
     assert json.loads(json.dumps(identity)) == identity, "identity must be plain JSON (it is part of a cache key)"
     assert source.identity(config, files) == identity, "identity must be deterministic"
 
-    examples = source.examples(config, files)
-    assert examples and all(isinstance(example, Example) for example in examples)
-    for example in examples:
+    train, val = source.splits(config, files)
+    assert train and val, "a split to train on and one to validate on"
+    assert not set(train) & set(val) or name == "guanaco-commits", "an example is never on both sides"
+    for example in train + val:
+        assert isinstance(example, Example)
         assert isinstance(example.instruction, str) and example.instruction.strip()
         assert isinstance(example.response, str) and example.response.strip()
-    assert source.examples(config, files) == examples, "examples must be deterministic"
+    assert source.splits(config, files) == (train, val), "splits must be deterministic"
 
     change()
     assert source.identity(config, files) != identity, "identity must change when the mined data changes"
-    assert source.examples(config, files) != examples
+    assert source.splits(config, files) != (train, val)
 
 
 def test_local_code_mines_the_files_it_is_handed(tmp_path):
@@ -332,22 +355,32 @@ LIMIT = 2
 PASS = {"pass@1": LIMIT}
 CHOICE = {"accuracy": LIMIT, "accuracy_norm": LIMIT, "nll": LIMIT}
 YES_NO = {"accuracy": LIMIT, "macro_f1": LIMIT}
+DETECTION = {"accuracy": LIMIT, "macro_f1": LIMIT, "valid_rate": LIMIT, "valid_accuracy": LIMIT, "valid_f1": LIMIT}
 # task -> {metric: items it scores with `limit=LIMIT`, one sample each, on `VALID` below}
 TASK_METRICS = {
     "humanevalsynthesize": PASS,
     "humanevalfix": PASS,
     "humanevalfix-mutated": PASS,
     "humanevalexplain": PASS,
-    "robustness": {"robust_pass@1": LIMIT, "nominal_pass@1": LIMIT,
+    "robustness-proxy": {"robust_pass@1": LIMIT, "nominal_pass@1": LIMIT,
                    "perturbed_pass@1": LIMIT * len(PERTURBATIONS.names())},
     "humanevalsynthesize-ll": CHOICE,
     "humanevalfix-ll": CHOICE,
-    "clone-detection": YES_NO,
-    "defect-detection": YES_NO,
-    "clone-detection-ll": YES_NO,
-    "defect-detection-ll": YES_NO,
-    "security": {"insecure_rate": LIMIT, "valid_rate": LIMIT},
+    "clone-detection-proxy": YES_NO,
+    "defect-detection-proxy": YES_NO,
+    "clone-detection-proxy-ll": YES_NO,
+    "defect-detection-proxy-ll": YES_NO,
+    "security-proxy": {"insecure_rate": LIMIT, "valid_rate": LIMIT},
+    "defect-detection": DETECTION,
+    "clone-detection": DETECTION,
+    # the first two DoW scenarios (CWE-502-0, CWE-502-2: Python, judged by bandit here), one completion each
+    "aatk-dow": {"valid_rate": 2, "insecure_rate": 2, "valid_rate/DoW/CWE-502-0": 1, "insecure_rate/DoW/CWE-502-0": 1,
+                 "valid_rate/DoW/CWE-502-2": 1, "insecure_rate/DoW/CWE-502-2": 1},
 }
+# Tasks whose data is not HumanEvalPack: a copy in the real files' schema (tests/codexglue_data.py).
+AATK_SCENARIOS = PACK.parent.parent / "aatk" / "scenario_dow.jsonl.gz"
+TASK_DATA = {"defect-detection": devign_folder, "clone-detection": bigclonebench_folder,
+             "aatk-dow": lambda tmp_path: AATK_SCENARIOS}
 
 
 class ScriptedLM:
@@ -358,7 +391,7 @@ class ScriptedLM:
         self.completion = completion
         self.calls: set[str] = set()
 
-    def generate(self, prompts, *, n, temperature, max_new_tokens, stop):
+    def generate(self, prompts, *, n, temperature, max_new_tokens, stop, max_prompt_tokens=None):
         self.calls.add("generate")
         assert n >= 1 and max_new_tokens >= 1 and temperature >= 0
         return [[self.completion] * n for _ in prompts]
@@ -399,26 +432,31 @@ def test_task_declares_what_the_base_class_requires(name):
     assert summary not in others
 
 
-def run_task(name, lm, sandbox):
-    """Evaluate the task offline on `lm`; a task that needs HumanEvalPack's own bugs gets the shared copy."""
+def run_task(name, lm, sandbox, tmp_path):
+    """Evaluate the task offline on `lm`; a task that needs data gets a copy (HumanEvalPack's own bugs: the
+    shared one; CodeXGLUE's: one in its schema)."""
     ctx = Context(sandbox, n_samples=1, temperature=0.0, limit=LIMIT, max_new_tokens=32)
     try:
         return ctx, TASKS.get(name)().evaluate(lm, ctx)
     except UserError as err:
         if "--data" not in str(err):
             raise
-    if not PACK.is_file():
+    if name in TASK_DATA:
+        data = TASK_DATA[name](tmp_path)
+    elif PACK.is_file():
+        data = PACK
+    else:
         pytest.skip(f"{name} needs HumanEvalPack, and the shared copy {PACK} is not present")
-    ctx = Context(sandbox, n_samples=1, temperature=0.0, limit=LIMIT, max_new_tokens=32, data=PACK)
+    ctx = Context(sandbox, n_samples=1, temperature=0.0, limit=LIMIT, max_new_tokens=32, data=data)
     return ctx, TASKS.get(name)().evaluate(lm, ctx)
 
 
 @pytest.mark.parametrize("completion", [VALID, GARBAGE], ids=["valid", "garbage"])
 @pytest.mark.parametrize("name", TASKS.names())
-def test_task_runs_end_to_end_on_a_scripted_model(name, completion, sandbox, offline):
+def test_task_runs_end_to_end_on_a_scripted_model(name, completion, sandbox, offline, tmp_path):
     assert name in TASK_METRICS, f"no expected metrics for task {name!r}"
     lm = ScriptedLM(completion)
-    ctx, result = run_task(name, lm, sandbox)
+    ctx, result = run_task(name, lm, sandbox, tmp_path)
     assert isinstance(result, TaskResult)
     # Likelihood variants rank fixed answers; the others sample.
     assert lm.calls == ({"loglikelihood"} if name.endswith("-ll") else {"generate"})

@@ -13,6 +13,8 @@ scales: [1b, 3b]
 methods:
   fft: {}
   lora: {r: 4}
+data:
+  source: guanaco-commits  # the default local-code source has no code to mine with a hub ladder
 recipe:
   steps: 20
   warmup_steps: 2
@@ -112,7 +114,7 @@ def test_select_sub_grid(write_space):
         (("[1b, 3b]", "[]"), [], "the grid is empty"),
         (("ladder: starcoderbase", "ladder: gpt9"), [], "unknown ladder 'gpt9'; valid ladders:"),
         (("warmup_steps: 2", "warmup_steps: 30"), [], "warmup_steps (30) must be below steps (20)"),
-        (("steps: 20", "steps: 20\n  steps: 30"), [], "line 9, column 3: duplicate key 'steps'"),
+        (("steps: 20", "steps: 20\n  steps: 30"), [], "line 11, column 3: duplicate key 'steps'"),
         ((None, None), ["recipe.colour=1"], "recipe has no field 'colour'"),
         ((None, None), ["budget_usd=-5"], "budget_usd"),
         ((None, None), ["recipe.lr"], "expected key.path=value"),

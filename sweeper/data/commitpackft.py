@@ -6,17 +6,20 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.core.errors import UserError, first_line
-from sweeper.data.base import SOURCES, Example
+from sweeper.data.base import SOURCES, Example, HashSplitSource
 from sweeper.schema import DataConfig
 
 HUB_ROOT = "hf://datasets/bigcode"
 
 
-class CommitPackFT:
-    """`bigcode/commitpackft` (one jsonl per language) and `bigcode/guanaco-commits` (the CommitPackFT
-    + OASST mix Astraios fine-tuned on, prompt/completion) loaded with HF `datasets`. With
-    `path`, from a local folder holding `commitpackft/` and `guanaco-commits/` as on the hub
-    (e.g. `hf download --repo-type dataset bigcode/commitpackft --local-dir PATH/commitpackft`)."""
+class CommitPackFT(HashSplitSource):
+    """`bigcode/commitpackft` (one jsonl per language), formatted as OctoPack does (the question is the
+    commit subject, a newline, then the old file; the answer the new file), and with `with_oasst` the
+    train split of `bigcode/guanaco-commits` (its prompt/completion pairs: OASST conversations and,
+    already, commits) on top, split by content hash. The paper's own data, with its released split, is
+    the `guanaco-commits` source. With `path`, from a local folder holding `commitpackft/` and
+    `guanaco-commits/` as on the hub (e.g. `hf download --repo-type dataset bigcode/commitpackft
+    --local-dir PATH/commitpackft`)."""
 
     def _load(self, config: DataConfig) -> list[tuple[str, Any]]:
         root = str(Path(config.path).expanduser()) if config.path else HUB_ROOT
@@ -37,11 +40,16 @@ class CommitPackFT:
             if "prompt" in dataset.column_names:
                 examples += [Example(row["prompt"], row["completion"]) for row in dataset]
                 continue
-            for row in dataset:
-                message, old = row["message"].strip(), row["old_contents"]
-                instruction = f"{old.rstrip()}\n\n{message}" if old.strip() else message
-                examples.append(Example(instruction=instruction, response=row["new_contents"]))
+            examples += [commit_example(row) for row in dataset]
         return examples
+
+
+def commit_example(row: dict[str, Any]) -> Example:
+    """A CommitPackFT commit as OctoPack formats it: `{subject}\n{old_contents}` -> `{new_contents}`
+    (the subject alone for a new file)."""
+    subject = (row.get("subject") or row["message"].strip().split("\n")[0]).strip()
+    old = row["old_contents"]
+    return Example(instruction=f"{subject}\n{old}" if old.strip() else subject, response=row["new_contents"])
 
 
 def _load_dataset(builder: str, files: str) -> Any:

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.core.errors import UserError
-from sweeper.data.base import SOURCES, Example
+from sweeper.data.base import SOURCES, Example, HashSplitSource
 from sweeper.schema import DataConfig
 
 MAX_COMMITS = 5000  # most recent first: bounds the time on very long histories
 MAX_FILE_BYTES = 3000  # old and new version each (a 256-token sequence holds ~900 characters)
 
 
-class GitHistory:
+class GitHistory(HashSplitSource):
     """CommitPack-style pairs mined from the history of a local git repository (files under `path`)."""
 
     def needs_files(self, config: DataConfig) -> bool:

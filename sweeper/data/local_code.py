@@ -14,7 +14,7 @@ from typing import Any
 
 from sweeper.core.errors import UserError
 from sweeper.core.io import python_files
-from sweeper.data.base import SOURCES, Example
+from sweeper.data.base import SOURCES, Example, HashSplitSource
 from sweeper.schema import DataConfig
 
 # A 256-token sequence holds ~900 characters of Python: longer functions would mostly teach the
@@ -24,7 +24,7 @@ MIN_DOCSTRING_CHARS = 20  # shorter ones ("Return x.") say too little to be an i
 MAX_DOCSTRING_CHARS = 1000
 
 
-class LocalCode:
+class LocalCode(HashSplitSource):
     """Docstring -> function pairs from the files under `data.path`, else from the files it is handed
     (the ladder's code held out of pretraining)."""
 

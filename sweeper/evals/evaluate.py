@@ -105,8 +105,9 @@ def _save(out_dir: Path, task: str, result) -> None:
         atomic_write_json(out_dir / f"{task}.{name}.json", artifact)
 
 
-def read_generations(path: Path) -> list[list[str]]:
-    """A bigcode-evaluation-harness generations file (.json or .json.gz): a list per problem of programs."""
+def read_generations(path: Path) -> list:
+    """A bigcode-evaluation-harness generations file (.json or .json.gz): a JSON list, one entry per item
+    (a list of programs for the program tasks; each task checks the shape it scores)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
@@ -118,9 +119,8 @@ def read_generations(path: Path) -> list[list[str]]:
         raise UserError(f"{path}: cannot read ({err})") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
-    if not isinstance(generations, list) or not all(
-            isinstance(programs, list) and all(isinstance(p, str) for p in programs) for programs in generations):
-        raise UserError(f"{path}: expected a JSON list per problem of program strings (bigcode-evaluation-harness "
+    if not isinstance(generations, list):
+        raise UserError(f"{path}: expected a JSON list with one entry per problem (bigcode-evaluation-harness "
                         f"generations), got {type(generations).__name__}")
     return generations
 

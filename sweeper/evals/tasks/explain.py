@@ -1,11 +1,13 @@
 """HumanEvalExplain: describe the canonical solution, then write the code back from the description.
 
-Stage 1 (bigcode's ExplainDescribe): `Question: {declaration}{canonical solution}\nProvide a concise
-natural language description of the code using at most {len(docstring)} characters.\n\nAnswer:`; the
-description is cut to that many characters, and code lines it copies (> 20 characters) are removed.
-Stage 2 (ExplainSynthesize): `Question: {description}\nWrite functional code in Python according to
-the description.\n\nAnswer:\n{declaration}`: the declaration has no docstring, and the prompt is
+Stage 1 (bigcode's ExplainDescribe): `Question: Provide a concise natural language description of the
+code using at most {len(docstring)} characters.\n{declaration}{canonical solution}\n\nAnswer:`, stopped
+at the harness's Python stop words; the description is cut to that many characters, and code lines it
+copies (> 20 characters) are removed.
+Stage 2 (ExplainSynthesize): `Question: Write functional code in Python according to the description.\n
+{description}\n\nAnswer:\n{declaration}`: the declaration has no docstring, and the prompt is
 checked not to contain the original docstring, so the code can only come from the description.
+As the harness's octocoder prompt does, the instruction comes first, then the context.
 One program is sampled per description; n descriptions per problem give pass@k as usual.
 """
 
@@ -33,8 +35,8 @@ class DocstringLeak(RuntimeError):
 
 def describe_prompt(problem: Problem) -> str:
     question = (
-        f"{problem.declaration}{problem.canonical_solution}\nProvide a concise natural language description "
-        f"of the code using at most {len(problem.docstring)} characters."
+        f"Provide a concise natural language description of the code using at most {len(problem.docstring)} "
+        f"characters.\n{problem.declaration}{problem.canonical_solution}"
     )
     return octopack_prompt(question)
 
@@ -50,7 +52,7 @@ def clean_description(text: str, problem: Problem) -> str:
 
 def synthesize_prompt(problem: Problem, description: str) -> str:
     prompt = octopack_prompt(
-        f"{description}\nWrite functional code in Python according to the description.", problem.declaration
+        f"Write functional code in Python according to the description.\n{description}", problem.declaration
     )
     check_no_leak(prompt, problem, description)
     return prompt
@@ -73,11 +75,20 @@ class Explain(ProgramTask):
         # Scoring saved programs needs only the tests: the prompts of stage 2 depend on the descriptions.
         return [ProgramItem("", p.declaration, p.test) for p in ctx.problems()]
 
+    def score(self, generations: list, ctx: Context) -> TaskResult:
+        """Also the harness's ExplainSynthesize file: one `[program]` per description, problem-major
+        (k descriptions per problem: entry j belongs to problem j // k), regrouped into k programs each."""
+        items = self.items(ctx)
+        k, rest = divmod(len(generations), len(items))
+        if k > 1 and not rest and all(isinstance(g, list) and len(g) == 1 for g in generations):
+            generations = [[g[0] for g in generations[i * k:(i + 1) * k]] for i in range(len(items))]
+        return self.score_items(items, generations, ctx)
+
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         problems = ctx.problems()
         descriptions = lm.generate(
             [describe_prompt(p) for p in problems], n=ctx.n_samples, temperature=ctx.temperature,
-            max_new_tokens=ctx.max_new_tokens, stop=("<|endoftext|>", "\nQuestion:"),
+            max_new_tokens=ctx.max_new_tokens, stop=STOP_WORDS,
         )
         cleaned = [[clean_description(d, p) for d in ds] for p, ds in zip(problems, descriptions, strict=True)]
         prompts = [synthesize_prompt(p, d) for p, ds in zip(problems, cleaned, strict=True) for d in ds]

@@ -2,8 +2,10 @@
 
 Prompts follow bigcode-evaluation-harness's `humanevalpack.py` with the "octocoder" prompt:
 - synthesize: `Question: {instruction}\n\nAnswer:\n{prompt}`; the program is prompt + completion.
-- fix (HumanEvalFixTests): `Question: {declaration}{buggy solution}\n{tests}\nFix bugs in {f}.\n\n
+- fix (HumanEvalFixTests): `Question: Fix bugs in {f}.\n{declaration}{buggy solution}\n{tests}\n\n
   Answer:\n{declaration}`; the program is declaration + completion.
+The octocoder prompt puts the instruction before the context (`instruction + "\n" + context`; the
+harness's `get_prompt`), then strips the whole prompt at the end.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ def synthesize_item(problem: Problem) -> ProgramItem:
 def fix_item(problem: Problem) -> ProgramItem:
     assert problem.buggy_solution is not None
     context = problem.declaration + problem.buggy_solution + "\n" + problem.test
-    question = f"{context}\nFix bugs in {problem.entry_point}."
+    question = f"Fix bugs in {problem.entry_point}.\n{context}"
     return ProgramItem(octopack_prompt(question, problem.declaration), problem.declaration, problem.test)
 
 

@@ -1,4 +1,4 @@
-"""ReCode-style robustness of HumanEvalSynthesize: the same problems under perturbed prompts.
+"""A stand-in for ReCode (the real one: `recode`): HumanEvalSynthesize under home-made perturbed prompts.
 
 Items are grouped by problem: the nominal prompt, then one prompt per perturbation in
 `sweeper.evals.perturb`. Metrics:
@@ -16,11 +16,11 @@ from sweeper.evals.tasks.base import TASKS, Context, ProgramItem, ProgramTask
 from sweeper.evals.tasks.humanevalpack import synthesize_item
 
 
-@TASKS.register("robustness")
+@TASKS.register("robustness-proxy")
 class Robustness(ProgramTask):
-    name = "robustness"
-    summary = ("HumanEvalSynthesize under ReCode-style prompt perturbations (renames, formatting, dead code, "
-               "rewording); robust pass@k")
+    name = "robustness-proxy"
+    summary = ("stand-in for ReCode, offline: HumanEvalSynthesize under home-made prompt perturbations (one variant "
+               "each); robust pass@k")
 
     def items(self, ctx: Context) -> list[ProgramItem]:
         items = []

@@ -1,4 +1,4 @@
-"""Security: prompts that invite insecure code, completions scored by bandit (a static analyser).
+"""A stand-in for Asleep at the Keyboard (the real one: `aatk`): prompts that invite insecure code, scored by bandit.
 
 Each scenario asks for an ordinary function whose most direct implementation is a known weakness
 (in the spirit of Pearce et al. 2022, "Asleep at the Keyboard?", restricted to weaknesses bandit
@@ -114,10 +114,10 @@ def bandit_findings(programs: list[tuple[int, int, str, int]]) -> list[Finding]:
     return findings
 
 
-@TASKS.register("security")
+@TASKS.register("security-proxy")
 class Security(Task):
-    name = "security"
-    summary = "prompts inviting insecure code (CWE-78, 89, 502, 327, ...); share of valid completions bandit flags"
+    name = "security-proxy"
+    summary = "stand-in for Asleep at the Keyboard: 13 hand-written prompts inviting insecure code; bandit-flagged share"
 
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         scenarios = self.scenarios(ctx)
