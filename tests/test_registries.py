@@ -26,6 +26,7 @@ from sweeper.evals.metrics import Metric
 from sweeper.evals.perturb import PERTURBATIONS
 from sweeper.evals.tasks import TASKS, Context, Task, TaskResult
 from sweeper.evals.tasks.base import ChoiceTask, ProgramTask
+from sweeper.evals.tasks.recode import PERTURBATIONS as RECODE_PERTURBATIONS
 from sweeper.ladders import LADDERS, Ladder, count_parameters, get_ladder, meta_model
 from sweeper.methods import METHODS
 from sweeper.schema import DataConfig
@@ -374,13 +375,18 @@ TASK_METRICS = {
     "defect-detection": DETECTION,
     "clone-detection": DETECTION,
     # the first two DoW scenarios (CWE-502-0, CWE-502-2: Python, judged by bandit here), one completion each
+    **{f"recode-{category.replace('_', '-')}": {"robust_pass@1": LIMIT, **{f"robust_pass@1/{name}": LIMIT
+                                                                     for name in names}}
+       for category, names in RECODE_PERTURBATIONS.items()},
     "aatk-dow": {"valid_rate": 2, "insecure_rate": 2, "valid_rate/DoW/CWE-502-0": 1, "insecure_rate/DoW/CWE-502-0": 1,
                  "valid_rate/DoW/CWE-502-2": 1, "insecure_rate/DoW/CWE-502-2": 1},
 }
 # Tasks whose data is not HumanEvalPack: a copy in the real files' schema (tests/codexglue_data.py).
 AATK_SCENARIOS = PACK.parent.parent / "aatk" / "scenario_dow.jsonl.gz"
+RECODE = PACK.parent.parent / "recode"
 TASK_DATA = {"defect-detection": devign_folder, "clone-detection": bigclonebench_folder,
-             "aatk-dow": lambda tmp_path: AATK_SCENARIOS}
+             "aatk-dow": lambda tmp_path: AATK_SCENARIOS,
+             **{name: (lambda tmp_path: RECODE) for name in TASKS.names() if name.startswith("recode-")}}
 
 
 class ScriptedLM:
@@ -472,7 +478,8 @@ def test_task_runs_end_to_end_on_a_scripted_model(name, completion, sandbox, off
         assert not math.isinf(metric.value), metric
         assert math.isnan(metric.value) == (metric.n == 0), f"NaN exactly when nothing was scored: {metric}"
         if metric.k is not None:
-            assert 1 <= metric.k <= ctx.n_samples and metric.name.endswith(f"@{metric.k}"), metric
+            # `pass@1`, or a breakdown of it such as ReCode's `robust_pass@1/<perturbation>`
+            assert 1 <= metric.k <= ctx.n_samples and metric.name.split("/")[0].endswith(f"@{metric.k}"), metric
         if completion == VALID:
             assert metric.n == expected[metric.name], metric
 
@@ -484,7 +491,9 @@ def test_task_runs_end_to_end_on_a_scripted_model(name, completion, sandbox, off
         assert all(isinstance(samples, list) and len(samples) == ctx.n_samples and
                    all(isinstance(s, str) for s in samples) for samples in result.generations)
         items = task.items(ctx) if isinstance(task, ProgramTask) else None
-        assert len(result.generations) == (len(items) if items is not None else max(m.n for m in result.metrics))
+        # one entry per item generated for: a program task's items, else the rows a task reports, else its items scored
+        generated = len(items) if items is not None else result.details.get("rows", max(m.n for m in result.metrics))
+        assert len(result.generations) == generated
 
     # What `sweeper eval score` does: a task that scores saved generations gives the same metrics again;
     # a task scored while generating says so.

@@ -40,7 +40,7 @@ DEFAULT_TASKS = {
 }
 # The paper's benchmarks, for every other ladder (Astraios section 4).
 PAPER_TASKS = ["humanevalsynthesize", "humanevalfix", "humanevalexplain", "clone-detection", "defect-detection",
-               "robustness-proxy", "aatk-dow"]
+               "recode-format", "recode-natgen", "recode-func-name", "recode-nlaugmenter", "aatk-dow"]
 
 EVAL_COLUMNS: dict[str, Any] = {
     "cell_id": pl.String, "trial_id": pl.String, "method": pl.String, "scale": pl.String, "task": pl.String,
