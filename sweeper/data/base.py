@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -89,14 +90,15 @@ class Source(Protocol):
         """The (train, validation) examples."""
 
 
-class HashSplitSource:
+class HashSplitSource(ABC):
     """A source of examples without a released split: deduplicated and split by content hash
     (`split_examples`); the last packed sequence is padded."""
 
     drop_tail = False
 
+    @abstractmethod
     def examples(self, config: DataConfig, files: list[Path] | None) -> list[Example]:
-        raise NotImplementedError
+        """Every (instruction, response) example the source mines."""
 
     def splits(self, config: DataConfig, files: list[Path] | None) -> tuple[list[Example], list[Example]]:
         return split_examples(self.examples(config, files), config)
