@@ -192,8 +192,11 @@ def _print_summary(analysis) -> None:
     _print_warnings(analysis)
 
 
+def warning_lines(analysis) -> list[str]:
+    """The analysis's warnings and notes, one line each, as `fit`, `report` and the main job print them."""
+    return [f"warning: {w}" for w in analysis.warnings] + [f"note: {n}" for n in analysis.notes]
+
+
 def _print_warnings(analysis) -> None:
-    for warning in analysis.warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    for note in analysis.notes:
-        typer.echo(f"note: {note}", err=True)
+    for line in warning_lines(analysis):
+        typer.echo(line, err=True)

@@ -50,15 +50,13 @@ def run_study(plan: Plan, space_source: str, options: LaunchOptions, steps: Stud
 
 
 def _report(out: Path, say: Say, warn: Say) -> None:
-    from analysis.commands import write_default_report
+    from analysis.commands import warning_lines, write_default_report
 
     try:
         analysis, folder, written = write_default_report(out)
     except UserError as err:  # the grid itself succeeded: say why there is no report, keep exit 0
         warn(f"report not written: {err}")
         return
-    for line in analysis.warnings:
-        warn(f"warning: {line}")
-    for line in analysis.notes:
-        warn(f"note: {line}")
+    for line in warning_lines(analysis):
+        warn(line)
     say(f"wrote {folder / 'report.md'} and {folder / 'report.html'} (+ {len(written) - 2} files)")

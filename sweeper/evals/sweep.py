@@ -168,8 +168,10 @@ def evaluate_sweep(out: Path, tasks: list[str] | None, cells: list[str] | None, 
     if not todo:
         return rebuild_evals(out)
     devices = _devices(len(todo), workers)
-    # Spawned, not forked, workers: a CUDA context does not survive a fork.
-    with Progress() as progress, ProcessPoolExecutor(len(devices), mp_context=multiprocessing.get_context("spawn")) as pool:
+    # GPU workers are spawned, not forked (a CUDA context does not survive a fork); CPU workers fork, as
+    # before, and skip a fresh interpreter's imports.
+    context = multiprocessing.get_context("spawn") if devices[0] != "cpu" else None
+    with Progress() as progress, ProcessPoolExecutor(len(devices), mp_context=context) as pool:
         bar = progress.add_task(f"evaluating {len(todo)} tuned models on {', '.join(sorted(set(devices)))}",
                                 total=len(todo))
         futures = [pool.submit(_evaluate_cell, row, missing, n_samples, temperature, limit, str(out), allow_weak,

@@ -106,31 +106,27 @@ class Ledger:
     def __init__(self, out: Path | SweepFolder):
         self.folder = out if isinstance(out, SweepFolder) else SweepFolder(Path(out))
         self.out = self.folder.root
-        self.records_dir = self.folder.records
-        self.live_dir = self.folder.live
-        self.manifest_path = self.folder.manifest
-        self.quarantine_dir = self.folder.quarantine
 
     def manifest(self) -> dict[str, Any] | None:
         try:
-            manifest = json.loads(self.manifest_path.read_text())
+            manifest = json.loads(self.folder.manifest.read_text())
         except FileNotFoundError:
             return None
         except ValueError:
-            raise UserError(f"{self.manifest_path}: not valid JSON; expected a sweep manifest") from None
+            raise UserError(f"{self.folder.manifest}: not valid JSON; expected a sweep manifest") from None
         if not isinstance(manifest, dict):
-            raise UserError(f"{self.manifest_path}: expected a sweep manifest (a JSON object)")
+            raise UserError(f"{self.folder.manifest}: expected a sweep manifest (a JSON object)")
         return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         # Key order kept: the space's methods and scales are listed in the order the grid runs them.
-        atomic_write_json(self.manifest_path, {"schema_version": SCHEMA_VERSION, **manifest}, sort_keys=False)
+        atomic_write_json(self.folder.manifest, {"schema_version": SCHEMA_VERSION, **manifest}, sort_keys=False)
 
     def records(self) -> list[dict[str, Any]]:
         """Every finished trial attempt, oldest first. A file that is not a record is quarantined (moved
         aside with a one-line warning) and the others are read: one bad file must not hide a sweep."""
         found = []
-        for path in sorted(self.records_dir.glob("*.json")):
+        for path in sorted(self.folder.records.glob("*.json")):
             try:
                 record = json.loads(path.read_text())
             except FileNotFoundError:
@@ -148,11 +144,11 @@ class Ledger:
 
     def _quarantine(self, path: Path, why: str) -> None:
         try:
-            target = move_aside(path, self.quarantine_dir)
+            target = move_aside(path, self.folder.quarantine)
         except FileNotFoundError:
             return  # another reader moved it first, and warned
         except OSError as err:  # e.g. `sweeper status` on a folder it may not write
-            warn(f"{path}: {why}; skipped (could not be moved to {self.quarantine_dir}: {err.strerror or err})")
+            warn(f"{path}: {why}; skipped (could not be moved to {self.folder.quarantine}: {err.strerror or err})")
             return
         warn(f"{path}: {why}; moved to the quarantine, {target} (fix it and move it back to count it)")
 
@@ -160,7 +156,7 @@ class Ledger:
         """One above every attempt number of the trial in records/ or the quarantine: a number never
         counts files (one removed would make it an existing one) and is never given out twice."""
         number = re.compile(rf"{re.escape(trial_id)}\.a(\d+)\.json")
-        used = [int(match.group(1)) for folder in (self.records_dir, self.quarantine_dir)
+        used = [int(match.group(1)) for folder in (self.folder.records, self.folder.quarantine)
                 for path in folder.glob(f"{trial_id}.a*.json*") if (match := number.match(path.name))]
         return max(used, default=-1) + 1
 
@@ -200,7 +196,7 @@ class Ledger:
 
     def live(self) -> list[dict[str, Any]]:
         rows = []
-        for path in sorted(self.live_dir.glob("*.json")):
+        for path in sorted(self.folder.live.glob("*.json")):
             try:
                 rows.append(json.loads(path.read_text()))
             except (OSError, ValueError):
@@ -208,7 +204,7 @@ class Ledger:
         return rows
 
     def clear_live(self) -> None:
-        for path in self.live_dir.glob("*.json"):
+        for path in self.folder.live.glob("*.json"):
             path.unlink(missing_ok=True)
 
 

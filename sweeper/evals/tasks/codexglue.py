@@ -184,12 +184,8 @@ def load_devign(data: Path | None) -> tuple[list[str], list[int]]:
     `function.json` and `test.txt` (the HF split is `function.json` filtered to the test indices, in file
     order), else from the HF hub."""
     if data is not None:
-        folder = Path(data)
-        functions_path, test_path = folder / "function.json", folder / "test.txt"
-        for path in (functions_path, test_path):
-            if not path.is_file():
-                raise UserError(f"--data {data}: no {path.name}; expected CodeXGLUE's Defect-detection dataset "
-                                "folder (function.json from its download link, and test.txt)")
+        functions_path, test_path = _codexglue_files(data, ("function.json", "test.txt"), "Defect-detection dataset "
+                                                     "folder (function.json from its download link, and test.txt)")
         try:
             functions = json.loads(functions_path.read_text(encoding="utf-8"))
             indices = sorted(int(line) for line in test_path.read_text().split())
@@ -234,12 +230,8 @@ def load_bigclonebench(data: Path | None) -> list[tuple[str, str, str, int]]:
     `dataset/` folder (`data.jsonl`: one `{"func", "idx"}` per line; `test.txt`: `idx1<TAB>idx2<TAB>label`),
     else from the HF hub."""
     if data is not None:
-        folder = Path(data)
-        functions_path, test_path = folder / "data.jsonl", folder / "test.txt"
-        for path in (functions_path, test_path):
-            if not path.is_file():
-                raise UserError(f"--data {data}: no {path.name}; expected CodeXGLUE's Clone-detection-BigCloneBench "
-                                "dataset folder (data.jsonl and test.txt)")
+        functions_path, test_path = _codexglue_files(data, ("data.jsonl", "test.txt"), "Clone-detection-BigCloneBench "
+                                                     "dataset folder (data.jsonl and test.txt)")
         try:
             functions = {}
             for line in functions_path.read_text(encoding="utf-8").splitlines():
@@ -256,6 +248,15 @@ def load_bigclonebench(data: Path | None) -> list[tuple[str, str, str, int]]:
             raise UserError(f"--data {data}: not CodeXGLUE's BigCloneBench files ({first_line(err)})") from None
     rows = _hub_split(BCB_HUB, "clone-detection")
     return [(str(row["id"]), row["func1"], row["func2"], int(row["label"])) for row in rows]
+
+
+def _codexglue_files(data: Path, names: tuple[str, ...], expected: str) -> list[Path]:
+    """The named files of a local CodeXGLUE `dataset/` folder; a missing one is a one-line error."""
+    paths = [Path(data) / name for name in names]
+    for path in paths:
+        if not path.is_file():
+            raise UserError(f"--data {data}: no {path.name}; expected CodeXGLUE's {expected}")
+    return paths
 
 
 def _hub_split(dataset: str, task: str) -> list[dict[str, Any]]:
