@@ -10,6 +10,10 @@ Plain PyTorch (`recipe.zero_stage` 0; DDP when `resources.workers` > 1), bf16/fp
 - the frozen base of a PEFT method in bf16 under bf16 (`sweeper.train.load_base`: 2 B), fp32 otherwise;
 - the 16-bit copies autocast makes of every fp32 matrix, cached until the forward pass ends (2 B per
   fp32 parameter; LayerNorm gains are not cast, < 0.1% of the parameters, counted anyway);
+- with `recipe.base_quantization: int8` (LLM.int8 via bitsandbytes, Astraios' PEFT runs) the blocks'
+  linear weights take 1 B plus one fp32 scale per output row, and the rest of the base (embeddings,
+  LayerNorms, biases) is fp32 (peft's prepare_model_for_kbit_training casts it), with its autocast copies;
+  the 8-bit matmuls' transient buffers are not counted;
 - no DDP buckets beside the gradients: `sweeper.train.engines` sets `gradient_as_bucket_view=True`, so the
   gradients are views into the buckets (PyTorch's default would copy each into a bucket: 4 B more).
 
@@ -137,8 +141,9 @@ def activation_bytes(cell: Cell, arch: Arch) -> ActivationBytes:
         # logits), and at the start of backward their two fp32 gradients: e + 4 + 8 bytes per vocab entry.
         + (e + 3 * FP32) * vocab
     )
-    # The residual stream is fp32 when the embedding is: fft under autocast, or any fp32 base.
-    fp32_base = not half or (autocast and (trained or recipe.precision != "bf16"))
+    # The residual stream is fp32 when the embedding is: fft under autocast, any fp32 base, or an 8-bit
+    # base (its embeddings are cast to fp32).
+    fp32_base = not half or recipe.base_quantization == "int8" or (autocast and (trained or recipe.precision != "bf16"))
     return ActivationBytes(block=block, block_input=(FP32 if fp32_base else e) * h, outside_blocks=outside)
 
 
@@ -182,6 +187,22 @@ def _targeted(name: str, targets: str | list[str] | None) -> bool:
     return any(full == target or full.endswith(f".{target}") for target in targets)
 
 
+def _plain_weight_bytes(cell: Cell, arch: Arch, trainable: int, frozen: int) -> float:
+    """Weights on one rank of the plain engine, with the 16-bit copies autocast caches (module docstring)."""
+    recipe = cell.recipe
+    half = recipe.precision in ("bf16", "fp16")
+    if recipe.base_quantization == "int8":
+        kv = arch.n_embd // arch.n_head if arch.multi_query else arch.n_embd
+        linears = _block_linears(arch.n_embd, kv, arch.n_inner).values()
+        int8 = arch.n_layer * sum(width_in * width_out for width_in, width_out in linears)
+        row_scales = arch.n_layer * sum(width_out for _, width_out in linears)
+        fp32_params = trainable + frozen - int8
+        return int8 + FP32 * row_scales + FP32 * fp32_params + (HALF * fp32_params if half else 0)
+    frozen_bytes = HALF if cell.frozen_base and recipe.precision == "bf16" else FP32
+    fp32_params = trainable + (frozen if frozen_bytes == FP32 else 0)
+    return FP32 * trainable + frozen_bytes * frozen + (HALF * fp32_params if half else 0)
+
+
 def estimate_memory(cell: Cell, trainable: int, total: int, arch: Arch | None = None) -> MemoryEstimate:
     """Peak memory of one GPU rank of `cell`, given its parameter counts (as `sweeper.plan` counts them).
     A CPU rank (the micro ladder) is not modelled: it keeps its base in fp32 and has no flash kernel."""
@@ -194,9 +215,7 @@ def estimate_memory(cell: Cell, trainable: int, total: int, arch: Arch | None = 
     partitioned = 0.0
 
     if recipe.zero_stage == 0:
-        frozen_bytes = HALF if cell.frozen_base and recipe.precision == "bf16" else FP32
-        fp32_params = trainable + (frozen if frozen_bytes == FP32 else 0)
-        weights = FP32 * trainable + frozen_bytes * frozen + (HALF * fp32_params if half else 0)
+        weights = _plain_weight_bytes(cell, arch, trainable, frozen)
         gradients = FP32 * trainable
         optimizer = 2 * FP32 * trainable
         buffers = 0.0  # DDP's buckets are the gradients (gradient_as_bucket_view)

@@ -24,20 +24,21 @@ from sweeper.space import expand
 
 class Accelerator(NamedTuple):
     peak_tflops: float  # dense bf16 peak (fp32 for CPUs), TFLOP/s
+    fp32_tflops: float  # fp32 peak without tensor cores: PyTorch keeps TF32 off for matmuls by default
     usd_per_hour: float  # on-demand price of one device
     memory_gib: float | None  # device memory as nvidia-smi reports it; None for CPUs (not modelled)
 
 
-# Peaks: NVIDIA datasheets (dense, no sparsity). Prices: AWS on-demand us-east-1, per GPU
+# Peaks: NVIDIA datasheets (dense, no sparsity; fp32 is the non-tensor-core figure). Prices: AWS on-demand us-east-1, per GPU
 # (instance price / GPUs): p5.48xlarge $98.32/h, p4de.24xlarge $40.97/h, p4d.24xlarge $32.77/h,
 # g6.xlarge $0.805/h. `cpu-core`: one AVX-512 server core (2 x 256-bit FMA pipes at ~3 GHz,
 # fp32), priced as half a c7a.large ($0.103/h for 2 vCPUs). All overridable in the space's `cost:`.
 ACCELERATORS: dict[str, Accelerator] = {
-    "H100-80GB": Accelerator(989.0, 12.29, 79.6),
-    "A100-80GB": Accelerator(312.0, 5.12, 80.0),
-    "A100-40GB": Accelerator(312.0, 4.10, 40.0),
-    "L4": Accelerator(121.0, 0.805, 22.5),
-    "cpu-core": Accelerator(0.1, 0.0515, None),
+    "H100-80GB": Accelerator(989.0, 67.0, 12.29, 79.6),
+    "A100-80GB": Accelerator(312.0, 19.5, 5.12, 80.0),
+    "A100-40GB": Accelerator(312.0, 19.5, 4.10, 40.0),
+    "L4": Accelerator(121.0, 30.3, 0.805, 22.5),
+    "cpu-core": Accelerator(0.1, 0.1, 0.0515, None),
 }
 
 
@@ -65,6 +66,7 @@ class Plan:
     cells: list[Cell]
     estimates: list[CellEstimate]
     peak_tflops: float
+    fp32_tflops: float  # the peak of cells trained in fp32 (recipe.precision)
     utilization: float
     usd_per_hour: float
     gpu_memory_gib: float | None
@@ -86,8 +88,9 @@ class Plan:
         return sum(e.usd for e in self.estimates)
 
 
-def accelerator_terms(cost: Cost) -> tuple[float, float]:
-    """(peak TFLOP/s, $ per device-hour) from the table, with the space's overrides applied."""
+def accelerator_terms(cost: Cost) -> tuple[float, float, float]:
+    """(16-bit peak TFLOP/s, fp32 peak TFLOP/s, $ per device-hour) from the table, with the space's
+    overrides applied (an accelerator outside the table runs fp32 at cost.peak_tflops unless told)."""
     known = ACCELERATORS.get(cost.accelerator)
     if known is None and (cost.peak_tflops is None or cost.usd_per_hour is None):
         raise UserError(
@@ -96,7 +99,11 @@ def accelerator_terms(cost: Cost) -> tuple[float, float]:
         )
     peak = cost.peak_tflops if cost.peak_tflops is not None else known.peak_tflops
     price = cost.usd_per_hour if cost.usd_per_hour is not None else known.usd_per_hour
-    return peak, price
+    if cost.fp32_peak_tflops is not None:
+        fp32 = cost.fp32_peak_tflops
+    else:
+        fp32 = known.fp32_tflops if known is not None and cost.peak_tflops is None else peak
+    return peak, fp32, price
 
 
 def evaluations(steps: int, eval_every: int) -> int:
@@ -139,14 +146,15 @@ def make_plan(space: Space, gpu_memory_gib: float | None = None) -> Plan:
     """The plan of a space. GPU memory per device comes from the accelerator table unless given."""
     cells = expand(space)
     check_context(cells)
-    peak, price = accelerator_terms(space.cost)
+    peak, fp32, price = accelerator_terms(space.cost)
     known = ACCELERATORS.get(space.cost.accelerator)
     memory = gpu_memory_gib if gpu_memory_gib is not None else (known.memory_gib if known else None)
     estimates = [
-        with_memory(estimate_cell(cell, trainable, total, peak, space.cost.utilization, price), cell, memory)
+        with_memory(estimate_cell(cell, trainable, total, fp32 if cell.recipe.precision == "fp32" else peak,
+                                  space.cost.utilization, price), cell, memory)
         for cell, (trainable, total) in zip(cells, parameter_counts(cells), strict=True)
     ]
-    return Plan(space=space, cells=cells, estimates=estimates, peak_tflops=peak,
+    return Plan(space=space, cells=cells, estimates=estimates, peak_tflops=peak, fp32_tflops=fp32,
                 utilization=space.cost.utilization, usd_per_hour=price, gpu_memory_gib=memory)
 
 
@@ -205,6 +213,7 @@ def to_json(plan: Plan) -> str:
             "assumptions": {
                 "accelerator": plan.space.cost.accelerator,
                 "peak_tflops": plan.peak_tflops,
+                "fp32_peak_tflops": plan.fp32_tflops,
                 "utilization": plan.utilization,
                 "usd_per_hour": plan.usd_per_hour,
                 "flops_formula": "(4 N + 2 N_trainable) T + 2 N T_eval, per trial",
@@ -259,12 +268,14 @@ def print_plan(plan: Plan) -> None:
         f"data: {data.source}{f' ({data.path})' if data.path else ''}, {data.seq_len}-token sequences, loss on "
         f"{'all tokens' if data.loss_on == 'all' else 'answers'}, at most {data.max_val_sequences} validation "
         f"sequences; recipe: lr {recipe.lr:g} {recipe.schedule}, {recipe.steps} steps x {recipe.global_batch} "
-        f"sequences, {recipe.precision}"
+        f"sequences, {_precisions(plan.cells)}"
     )
     console.print(
         ("trials = seeds x search trials. " if replicated else "")
         + f"FLOPs = (4 N + 2 N_trainable) T + 2 N T_eval per trial; {space.cost.accelerator}: "
-        f"{plan.peak_tflops:g} TFLOP/s peak x {plan.utilization:g} utilisation, ${plan.usd_per_hour:g}/device-hour."
+        f"{plan.peak_tflops:g} TFLOP/s peak"
+        + (f" ({plan.fp32_tflops:g} for fp32 cells)" if any(c.recipe.precision == "fp32" for c in plan.cells) else "")
+        + f" x {plan.utilization:g} utilisation, ${plan.usd_per_hour:g}/device-hour."
         + (f" Budget: ${space.budget_usd:,.2f}." if space.budget_usd is not None else "")
     )
     if plan.gpu_memory_gib is not None:
@@ -273,3 +284,17 @@ def print_plan(plan: Plan) -> None:
             f"optimizer states, activations at micro_batch x seq_len); GPUs: fewest {plan.gpu_memory_gib:g} GiB "
             "GPUs the cell fits on (90% usable)."
         )
+
+
+def _precisions(cells: list[Cell]) -> str:
+    """How the grid's cells run, e.g. `fp32 (fft); bf16 with an int8 base (lora, ia3)`."""
+    groups: dict[str, list[str]] = {}
+    for cell in cells:
+        recipe = cell.recipe
+        how = recipe.precision + (f" with an {recipe.base_quantization} base" if recipe.base_quantization != "none" else "")
+        groups.setdefault(how, [])
+        if cell.method not in groups[how]:
+            groups[how].append(cell.method)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{how} ({', '.join(methods)})" for how, methods in groups.items())

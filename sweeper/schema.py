@@ -86,9 +86,15 @@ class Recipe(Frozen):
     grad_clip: PositiveFloat | None = 1.0  # max global grad norm; null = no clipping
     gradient_checkpointing: bool = False
     zero_stage: Literal[0, 2, 3] = 0  # DeepSpeed ZeRO stage; 0 = plain PyTorch (DDP when workers > 1)
+    # `int8`: load a frozen base's linear weights in 8 bits (LLM.int8, bitsandbytes) and prepare it with
+    # peft's prepare_model_for_kbit_training, as Astraios' PEFT runs did (`load_in_8bit`, threshold 6.0).
+    base_quantization: Literal["none", "int8"] = "none"
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
+        if self.base_quantization == "int8" and self.zero_stage:
+            raise ValueError("base_quantization int8 does not combine with DeepSpeed ZeRO (zero_stage "
+                             f"{self.zero_stage}): an 8-bit base is not sharded; use zero_stage 0")
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
         if self.eval_every > self.steps:
@@ -146,6 +152,7 @@ class Cost(Frozen):
 
     accelerator: str = "H100-80GB"
     peak_tflops: PositiveFloat | None = None  # overrides the table's dense bf16 peak
+    fp32_peak_tflops: PositiveFloat | None = None  # overrides the table's fp32 peak (cells with recipe.precision fp32)
     utilization: Annotated[float, Field(gt=0, le=1)] = 0.4  # achieved / peak (model FLOPs utilisation)
     usd_per_hour: NonNegativeFloat | None = None  # overrides the table's price per device-hour
 
@@ -199,6 +206,11 @@ def trains_base(method: str) -> bool:
     return method == FULL_FINE_TUNING
 
 
+# Fields added after sweeps were recorded: at their default they are left out of a cell's id, so that
+# a sweep recorded before them keeps its cells (the default is what those cells ran).
+ID_NEUTRAL_DEFAULTS = (("recipe", "base_quantization", "none"),)
+
+
 class Cell(Frozen):
     """One grid point with its fully resolved config."""
 
@@ -214,10 +226,20 @@ class Cell(Frozen):
     resources: Resources
     seeds: Seeds = 1
 
+    @model_validator(mode="after")
+    def _quantizes_a_frozen_base(self) -> "Cell":
+        if self.recipe.base_quantization != "none" and trains_base(self.method):
+            raise ValueError(f"recipe.base_quantization {self.recipe.base_quantization}: method {self.method!r} "
+                             "trains the base's own weights, which cannot be quantized; use it with PEFT methods only")
+        return self
+
     @property
     def id(self) -> str:
         # Not `seeds`: each replicate records its own seed, and more replicates must not orphan the done ones.
         science = self.model_dump(mode="json", exclude={"space", "resources", "seeds"})
+        for section, name, default in ID_NEUTRAL_DEFAULTS:
+            if science[section][name] == default:
+                del science[section][name]
         digest = hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()
         return digest[:12]
 

@@ -75,7 +75,9 @@ class Ladder:
             )
         return self.scales[name]
 
-    def load(self, scale: str, *, dtype: torch.dtype | None = None) -> LoadedModel:
+    def load(self, scale: str, *, dtype: torch.dtype | None = None, int8_on: torch.device | None = None) -> LoadedModel:
+        """The scale's pretrained model and tokenizer. `int8_on`: load the linear weights in 8 bits
+        (LLM.int8) directly onto that device (`from_pretrained_kwargs`)."""
         raise NotImplementedError
 
     def prepare(self, scales: list[str]) -> None:
@@ -94,6 +96,25 @@ class Ladder:
 
 
 LADDERS: Registry[Ladder] = Registry("ladder")
+
+# LLM.int8's outlier threshold (Dettmers et al. 2022): activations above it take the fp16 path. Astraios'
+# finetune.py loads with `load_in_8bit=True` and bitsandbytes' default, 6.0.
+INT8_THRESHOLD = 6.0
+
+
+def from_pretrained_kwargs(dtype: torch.dtype | None, int8_on: torch.device | None) -> dict[str, Any]:
+    """`from_pretrained` arguments for a ladder's load: a dtype, or an 8-bit base placed on `int8_on`
+    (bitsandbytes quantizes while loading, so the model cannot be moved afterwards)."""
+    if int8_on is None:
+        return {"dtype": dtype}
+    try:
+        import bitsandbytes  # noqa: F401  (transformers' own check gives a multi-line message)
+        from transformers import BitsAndBytesConfig
+    except ImportError:
+        raise UserError("recipe.base_quantization int8 needs bitsandbytes; install it with "
+                        "pip install 'sweeper[int8]'") from None
+    config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=INT8_THRESHOLD)
+    return {"dtype": dtype, "quantization_config": config, "device_map": {"": str(int8_on)}}
 
 
 def get_ladder(name: str) -> Ladder:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sweeper.core.errors import UserError, first_line
-from sweeper.ladders.base import LADDERS, Arch, Ladder, LoadedModel, Scale
+from sweeper.ladders.base import LADDERS, Arch, Ladder, LoadedModel, Scale, from_pretrained_kwargs
 
 if TYPE_CHECKING:
     import torch
@@ -35,14 +35,14 @@ class StarCoderBaseLadder(Ladder):
             "15b": scale("15b", "bigcode/starcoderbase", 40, 6144, 48),
         }
 
-    def load(self, scale: str, *, dtype: torch.dtype | None = None) -> LoadedModel:
+    def load(self, scale: str, *, dtype: torch.dtype | None = None, int8_on: torch.device | None = None) -> LoadedModel:
         hf_id = self.scale(scale).hf_id
         assert hf_id is not None
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(hf_id)
-            model = AutoModelForCausalLM.from_pretrained(hf_id, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(hf_id, **from_pretrained_kwargs(dtype, int8_on))
         except OSError as err:
             raise UserError(
                 f"cannot load {hf_id} from the HF hub ({first_line(err)}); it needs network access, an accepted "

@@ -52,6 +52,8 @@ CELL_COLUMNS: dict[str, Any] = {
     "method_config": pl.String,  # JSON
     "lr": pl.Float64,
     "hparams": pl.String,  # JSON: everything the trial's search chose
+    "precision": pl.String,  # recipe.precision: fp32 | bf16 | fp16 (null in records written before it)
+    "base_quantization": pl.String,  # recipe.base_quantization: none | int8 (null likewise)
     "status": pl.String,  # done | stopped-early | diverged | failed
     "steps": pl.Int64,
     "tokens": pl.Int64,
@@ -302,7 +304,8 @@ def trial_row(trial: Trial, report: TrialReport | None, status: str, *, error: s
         "space": cell.space, "space_hash": space_hash, "cell_id": cell.id, "trial_id": trial.trial_id,
         "ladder": cell.ladder, "scale": cell.scale, "method": cell.method,
         "method_config": json.dumps(cell.method_config, sort_keys=True),
-        "lr": lr, "hparams": json.dumps({"lr": lr}), "status": status, "error": error,
+        "lr": lr, "hparams": json.dumps({"lr": lr}), "precision": trial.recipe.precision,
+        "base_quantization": trial.recipe.base_quantization, "status": status, "error": error,
         "wall_seconds": wall, "device_hours": wall * devices / 3600,
         "resumed_at": json.dumps(list(report.resumed_at) if report else []),
         "seed": trial.seed, "git_sha": provenance["git_sha"], "git_dirty": provenance["git_dirty"],

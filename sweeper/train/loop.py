@@ -59,9 +59,20 @@ def seed_everything(seed: int) -> None:
 
 def load_base(cell: Cell, device: torch.device) -> LoadedModel:
     """The pretrained base. A frozen base on a GPU is kept in bf16 (the trainable parameters stay
-    fp32): a 15.5B base then takes 31 GB instead of 62 GB; full fine-tuning keeps fp32 master weights."""
+    fp32): a 15.5B base then takes 31 GB instead of 62 GB; full fine-tuning keeps fp32 master weights.
+    With `recipe.base_quantization: int8` the base's linear weights are loaded in 8 bits on `device` and
+    prepared as Astraios' PEFT runs were (peft's prepare_model_for_kbit_training: the base frozen, its
+    other parameters cast to fp32; checkpointing only where the recipe asks for it)."""
+    ladder = get_ladder(cell.ladder)
+    if cell.recipe.base_quantization == "int8":
+        from peft import prepare_model_for_kbit_training
+
+        loaded = ladder.load(cell.scale, dtype=torch.float32, int8_on=device)
+        loaded.model = prepare_model_for_kbit_training(
+            loaded.model, use_gradient_checkpointing=cell.recipe.gradient_checkpointing)
+        return loaded
     half = device.type == "cuda" and cell.frozen_base and cell.recipe.precision == "bf16"
-    return get_ladder(cell.ladder).load(cell.scale, dtype=torch.bfloat16 if half else torch.float32)
+    return ladder.load(cell.scale, dtype=torch.bfloat16 if half else torch.float32)
 
 
 class StepSchedule:
@@ -97,10 +108,12 @@ def run_trial(trial: Trial, report: Report | None = None) -> TrialReport:
     model = apply_method(loaded.model, cell.method, cell.method_config)
     if recipe.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    quantized = recipe.base_quantization != "none"
     for param in model.parameters():
-        if param.requires_grad:
-            param.data = param.data.float()
-    model.to(device)
+        if param.requires_grad:  # an 8-bit base sits on its device already: only the method's weights move
+            param.data = param.data.to(device if quantized else param.device).float()
+    if not quantized:
+        model.to(device)
     trainable, total = count_parameters(model)
     ladder = get_ladder(cell.ladder)
     data = prepare_data(cell.data, loaded.tokenizer, seed=trial.seed, files=ladder.instruction_files())

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from sweeper.core import provenance
 from sweeper.core.cache import build_lock, commit_entry, digest, load_entry, load_intact
 from sweeper.core.paths import cache_dir
-from sweeper.ladders.base import LoadedModel
+from sweeper.ladders.base import LoadedModel, from_pretrained_kwargs
 from sweeper.ladders.micro.config import MicroLadderSpec
 from sweeper.ladders.micro.corpus import Corpus, collect_corpus
 
@@ -171,7 +171,8 @@ def cached_scale(ladder: MicroLadderSpec, scale: str, plan: LadderPlan | None = 
     return load_entry(plan.scale_dirs[scale])
 
 
-def load_scale(ladder: MicroLadderSpec, scale: str, *, dtype: torch.dtype | None = None) -> LoadedModel:
+def load_scale(ladder: MicroLadderSpec, scale: str, *, dtype: torch.dtype | None = None,
+               int8_on: torch.device | None = None) -> LoadedModel:
     """The pretrained model and tokenizer of one scale, built first (in this process) if missing."""
     from transformers import GPTBigCodeForCausalLM, PreTrainedTokenizerFast
 
@@ -182,7 +183,7 @@ def load_scale(ladder: MicroLadderSpec, scale: str, *, dtype: torch.dtype | None
     if meta is None:
         meta = build_ladder(ladder, [scale], workers=1)[scale]
     with quiet_transformers():
-        model = GPTBigCodeForCausalLM.from_pretrained(path, dtype=dtype)
+        model = GPTBigCodeForCausalLM.from_pretrained(path, **from_pretrained_kwargs(dtype, int8_on))
     tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
     return LoadedModel(model=model, tokenizer=tokenizer, source=f"{ladder.name}/{scale}@{meta['key'][:16]}")
 

@@ -88,12 +88,12 @@ class MicroLadder(Ladder):
         return MicroLadder(self.corpus, self.tokenizer, recipes, name=name or self.name,
                            description=f"{self.description}; {steps} pretraining steps per scale")
 
-    def load(self, scale: str, *, dtype: torch.dtype | None = None) -> LoadedModel:
+    def load(self, scale: str, *, dtype: torch.dtype | None = None, int8_on: torch.device | None = None) -> LoadedModel:
         """The pretrained model and its tokenizer, pretraining the scale first if it is not cached."""
         self.scale(scale)
         from sweeper.ladders.micro.build import load_scale
 
-        return load_scale(self, scale, dtype=dtype)
+        return load_scale(self, scale, dtype=dtype, int8_on=int8_on)
 
     def prepare(self, scales: list[str]) -> None:
         """Pretrain the missing scales (both cores) before a sweep's trials start: otherwise two
