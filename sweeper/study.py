@@ -39,6 +39,8 @@ def run_study(plan: Plan, space_source: str, options: LaunchOptions, steps: Stud
     if steps.evaluate and on_cpu:
         from sweeper.evals.sweep import evaluate_sweep
 
+        # One greedy sample per problem, not the tasks' presets (n=20 for HumanEvalPack): the main job's budget
+        # on 2 CPUs; `sweeper eval --out ...` scores with the paper's decoding.
         evals = evaluate_sweep(result.out, None, None, n_samples=1, temperature=0.0, limit=steps.eval_limit,
                                allow_weak=steps.allow_weak_sandbox or None)
         say(f"downstream scores: {evals}")

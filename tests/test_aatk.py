@@ -57,7 +57,7 @@ class FakeLM:
         if tokenizer is not None:
             self.tokenizer = tokenizer
 
-    def generate(self, prompts, *, n, temperature, max_new_tokens, stop):
+    def generate(self, prompts, *, n, temperature, max_new_tokens, stop, max_prompt_tokens=None):
         self.calls.append({"prompts": list(prompts), "n": n, "temperature": temperature,
                            "max_new_tokens": max_new_tokens, "stop": tuple(stop)})
         return [[self.answer(p, i) for i in range(n)] for p in prompts]
@@ -181,10 +181,11 @@ def test_evaluate_uses_the_papers_decoding_and_marks_the_completions():
     (call,) = lm.calls  # one budget (no tokenizer to count the prompts): one call
     assert call == {"prompts": [s.prompt for s in scenarios], "n": 20, "temperature": 0.2,
                     "max_new_tokens": 1024, "stop": ()}
-    details = result.details
-    assert details["judge"] == "bandit-proxy" and details["decoding"] == "astraios"
-    assert (details["n_samples"], details["temperature"]) == (20, 0.2)
-    assert (details["max_length_generation"], details["stop"]) == (1024, [])
+    assert result.details["judge"] == "bandit-proxy"
+    recorded = TASKS.get("aatk-dow")().decoding_record(ctx(limit=2))["decoding"]
+    assert (recorded["n_samples"], recorded["temperature"], recorded["top_p"]) == (20, 0.2, 0.95)
+    assert (recorded["max_length_generation"], recorded["stop"]) == (1024, [])
+    assert recorded["source"].startswith("Astraios evaluation/aatk-dow.sh")
     metrics = {m.name: (m.value, m.n) for m in result.metrics}
     # samples: odd -> unsafe yaml.load (valid, flagged), 0 mod 4 -> syntax error, 2 mod 4 -> safe
     assert metrics["valid_rate"] == (30 / 40, 40)
@@ -211,9 +212,12 @@ def test_decoding_budgets_and_the_callers_settings():
     budgets = {p: call["max_new_tokens"] for call in lm.calls for p in call["prompts"]}
     assert budgets == {p: 1024 - len(p) for p in prompts}  # max_length_generation counts the prompt
     lm = FakeLM(lambda prompt, i: "")
-    result = TASKS.get("aatk-dow")().evaluate(lm, ctx(limit=1, n_samples=3, temperature=0.8))
+    asked = ctx(limit=1, n_samples=3, temperature=0.8, max_new_tokens=512)
+    TASKS.get("aatk-dow")().evaluate(lm, asked)
     assert (lm.calls[0]["n"], lm.calls[0]["temperature"], lm.calls[0]["max_new_tokens"]) == (3, 0.8, 512)
-    assert result.details["decoding"] == "caller" and result.details["n_samples"] == 3
+    recorded = TASKS.get("aatk-dow")().decoding_record(asked)["decoding"]
+    assert (recorded["n_samples"], recorded["max_length_generation"], recorded["max_new_tokens"]) == (3, None, 512)
+    assert "overridden: max_length, max_new_tokens, n_samples, temperature" in recorded["source"]
 
 
 # -- shapes -------------------------------------------------------------------------------------

@@ -86,7 +86,10 @@ def test_evaluate_model_every_task(tiny, sandbox, tmp_path):
     for row in rows:
         assert set(row) == {"task", "metric", "value", "n", "k", "settings"}
         settings = json.loads(row["settings"])
-        assert settings["n_samples"] == 2 and settings["model"] == "test:tiny-random"
+        assert settings["model"] == "test:tiny-random"
+        assert settings["asked"] == {"n_samples": 2, "temperature": 0.8, "max_new_tokens": 24}
+        decoding = settings["decoding"]  # None for the likelihood tasks; the detection proxies stay greedy, n 1
+        assert decoding is None or (decoding["n_samples"], decoding["max_new_tokens"]) in ((2, 24), (1, 24))
         if row["metric"] != "nll" and row["value"] == row["value"]:  # NaN: security with no valid completion
             assert 0.0 <= row["value"] <= 1.0, row
     by_key = {(row["task"], row["metric"]): row for row in rows}

@@ -9,7 +9,9 @@ import pytest
 import sweeper.evals.tasks.recode as recode
 from sweeper.core.errors import UserError
 from sweeper.core.paths import PROJECT_ROOT
+from sweeper.evals.decoding import sample
 from sweeper.evals.evaluate import score_generations
+from sweeper.evals.lm import cut_at_stop
 from sweeper.evals.sandbox import Sandbox
 from sweeper.evals.tasks.base import TASKS, Context
 from sweeper.evals.tasks.recode import (
@@ -268,7 +270,7 @@ def test_astraios_1b_robust_pass_is_reproduced(sandbox, category, method):
     gaps = {name: round(value - reference["per_perturbation"][name], 2) for name, value in per_type.items()}
     assert all(abs(gap) <= TYPE_TOLERANCE for gap in gaps.values()), gaps
     assert sandbox.counts["rejected"] == before  # the screen rejects no released generation
-    assert report["settings"]["n_samples"] == 1
+    assert report["settings"]["samples_per_item"] == 1
     assert report["settings"]["rows"] == len(load_recode(category, RECODE))
 
 
@@ -282,10 +284,10 @@ class CanonicalLM:
                         (row.prompt + row.canonical_solution)[len(row.prompt.strip()):] for row in rows}
         self.calls = []
 
-    def generate(self, prompts, *, n, temperature, max_new_tokens, stop):
+    def generate(self, prompts, *, n, temperature, max_new_tokens, stop, max_prompt_tokens=None):
         self.calls.append({"prompts": list(prompts), "n": n, "temperature": temperature,
                            "max_new_tokens": max_new_tokens, "stop": tuple(stop)})
-        return [[self.answers[prompt]] * n for prompt in prompts]
+        return [[cut_at_stop(self.answers[prompt], stop)] * n for prompt in prompts]  # as LanguageModel cuts
 
     def loglikelihood(self, requests):
         raise AssertionError("ReCode does not score likelihoods")
@@ -295,11 +297,11 @@ class CanonicalLM:
 def test_evaluate_with_a_model_double(sandbox):
     task = TASKS.get("recode-format")()
     lm = CanonicalLM(load_recode("format", RECODE))
-    ctx = Context(sandbox, n_samples=5, temperature=0.8, limit=2, data=RECODE)  # sampling is overridden
+    ctx = Context(sandbox, n_samples=5, temperature=0.8, limit=2, data=RECODE)  # ReCode keeps its own sampling
     result = task.evaluate(lm, ctx)
     (call,) = lm.calls
     assert call["n"] == 1 and call["temperature"] == 0.0 and call["stop"] == recode.STOP_WORDS
-    assert call["max_new_tokens"] == recode.MAX_LENGTH_GENERATION  # no tokenizer: the whole length
+    assert call["max_new_tokens"] == recode.RECODE_DECODING.max_length == 1024  # no tokenizer: the whole length
     wrapper = "Question: Create a Python script for this problem.\n\nAnswer: "
     assert all(prompt.startswith(wrapper) for prompt in call["prompts"])
     assert len(call["prompts"]) == len(set(call["prompts"])) <= 20  # each distinct prompt once
@@ -310,7 +312,9 @@ def test_evaluate_with_a_model_double(sandbox):
     assert metrics["robust_pass@1/doc2comments"].value == 1.0
     assert metrics["robust_pass@1/tab_indent"].value == 0.0
     assert len(result.generations) == 20 and all(len(g) == 1 for g in result.generations)
-    assert result.details["n_samples"] == 1 and result.details["temperature"] == 0.0
+    record = task.decoding_record(ctx)
+    assert (record["decoding"]["n_samples"], record["decoding"]["temperature"]) == (1, 0.0)
+    assert record["ignored_overrides"] == {"n_samples": 5, "temperature": 0.8}
     rescored = task.score(result.generations, ctx)  # the saved generations score the same
     assert [(m.name, m.value) for m in rescored.metrics] == [(m.name, m.value) for m in result.metrics]
 
@@ -327,9 +331,9 @@ def test_each_prompt_gets_what_its_tokens_leave_of_1024():
     lm.tokenizer = CharTokenizer()
     prompts = ["a" * 100, "b" * 300, "c" * 100, "a" * 100, "d" * 2000]
     lm.answers = {prompt: "\n    return 1\nprint(1)" for prompt in prompts}
-    completions = recode.greedy_completions(lm, prompts)
-    assert list(completions) == list(dict.fromkeys(prompts))  # repeated prompts are generated once
-    assert set(completions.values()) == {"\n    return 1"}  # cut at the stop words
+    completions = sample(lm, prompts, recode.RECODE_DECODING)
+    assert sum(len(call["prompts"]) for call in lm.calls) == 4  # the repeated prompt is generated once
+    assert completions == [["\n    return 1"]] * 5  # cut at the stop words, one per prompt
     calls = [(len(call["prompts"]), call["max_new_tokens"]) for call in lm.calls]
     assert calls == [(2, 924), (1, 724), (1, 1)]  # by budget, largest first
     assert all(call["n"] == 1 and call["temperature"] == 0.0 for call in lm.calls)

@@ -36,8 +36,11 @@ def evaluate(
     out: Annotated[str, typer.Option(help="Sweep folder whose ledger lists the tuned models.")] = "sweeps/micro",
     tasks: Annotated[str | None, typer.Option(help="Tasks a,b (default: the sweep's evaluation set).")] = None,
     cells: Annotated[str | None, typer.Option(help="Only these cell ids a,b (default: every finished cell).")] = None,
-    n_samples: Annotated[int, typer.Option("--n-samples", help="Samples per problem (pass@k needs k <= n).")] = 1,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = 0.0,
+    n_samples: Annotated[int | None, typer.Option(
+        "--n-samples", help="Samples per problem (pass@k needs k <= n); default: each task's preset, the paper's "
+        "(20 for HumanEvalPack and AATK, 1 for ReCode and detection; `sweeper eval tasks` lists them).")] = None,
+    temperature: Annotated[float | None, typer.Option(
+        help="Sampling temperature, 0 = greedy; default: each task's preset (0.2 or greedy).")] = None,
     limit: Annotated[int | None, typer.Option(help="First N problems of each task only.")] = None,
     allow_weak_sandbox: AllowWeakOption = False,
 ) -> None:
@@ -101,10 +104,17 @@ def list_tasks(json_: JsonOption = False) -> None:
     """List the evaluation tasks and what each one measures."""
     from sweeper.evals.tasks import TASKS
 
-    rows = [{"task": name, "summary": TASKS.get(name).summary} for name in TASKS.names()]
+    rows = []
+    for name in TASKS.names():
+        task = TASKS.get(name)
+        rows.append({"task": name, "summary": task.summary,
+                     "decoding": task.decoding.record() if task.decoding is not None else None})
     if json_:
         typer.echo(json.dumps(rows, indent=2))
         return
     width = max(len(row["task"]) for row in rows)
     for row in rows:
-        typer.echo(f"{row['task']:<{width}}  {row['summary']}")
+        decoding = row["decoding"]
+        preset = ("likelihood, no sampling" if decoding is None else
+                  f"n {decoding['n_samples']}, " + (f"T {decoding['temperature']:g}" if decoding["temperature"] else "greedy"))
+        typer.echo(f"{row['task']:<{width}}  [{preset}] {row['summary']}")

@@ -29,12 +29,12 @@ def check_task_names(tasks: list[str]) -> list[str]:
     return tasks
 
 
-def check_sampling(n_samples: int, temperature: float, limit: int | None) -> None:
-    """Validate the sampling options shared by `sweeper eval` and `sweeper eval model`."""
-    if n_samples < 1:
+def check_sampling(n_samples: int | None, temperature: float | None, limit: int | None) -> None:
+    """Validate the sampling options shared by `sweeper eval` and `sweeper eval model` (None: each task's preset)."""
+    if n_samples is not None and n_samples < 1:
         raise UserError(f"--n-samples must be at least 1 (got {n_samples})")
-    if temperature < 0:
-        raise UserError(f"--temperature must be >= 0 (got {temperature})")
+    if temperature is not None and not 0 <= temperature < float("inf"):
+        raise UserError(f"--temperature must be a finite number >= 0 (got {temperature})")
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1 (got {limit})")
 
@@ -43,16 +43,18 @@ def evaluate_model(
     loaded: LoadedModel,
     tasks: list[str],
     *,
-    n_samples: int,
-    temperature: float,
+    n_samples: int | None = None,
+    temperature: float | None = None,
     limit: int | None = None,
     batch_size: int = 8,
     out_dir: Path | None = None,
     data: Path | None = None,
-    max_new_tokens: int = 512,
+    max_new_tokens: int | None = None,
     sandbox: Sandbox | None = None,
 ) -> list[dict]:
     """Run `tasks` on a model; one row per (task, metric): task, metric, value, n, k, settings (JSON).
+    Sampling settings left at None take each task's preset (the paper's); the settings record the
+    decoding each task used.
 
     With `out_dir`, each task's generations are saved as `generations_<task>.json`
     (bigcode-evaluation-harness format) with its other artifacts and the seconds each task took.
@@ -75,10 +77,11 @@ def evaluate_model(
         ctx = Context(sandbox, n_samples, temperature, limit, max_new_tokens, data)
         for name in tasks:
             started = time.perf_counter()
-            result = TASKS.get(name)().evaluate(lm, ctx)
+            task = TASKS.get(name)()
+            result = task.evaluate(lm, ctx)
             timings[name] = round(time.perf_counter() - started, 3)
             console.print(f"[dim]{name}: {timings[name]:.1f} s[/dim]")
-            settings = {**ctx.settings(), **result.details, "model": loaded.source,
+            settings = {**ctx.settings(), **task.decoding_record(ctx), **result.details, "model": loaded.source,
                         "sandbox": sandbox.settings(), "batch_size": batch_size}
             rows.extend(_rows(name, result.metrics, settings))
             if out_dir is not None:
@@ -143,11 +146,12 @@ def score_generations(
     try:
         counts_before = sandbox.counts.copy()
         n_samples = min((len(g) for g in generations if isinstance(g, list)), default=0)
-        ctx = Context(sandbox, n_samples=n_samples, data=data)
+        ctx = Context(sandbox, data=data)
         result = runner.score(generations, ctx)
         outcomes = dict(sandbox.counts - counts_before)
         settings = {**ctx.settings(), **result.details, "sandbox": sandbox.settings(),
-                    "generations": str(generations_path), "temperature": None}
+                    "generations": str(generations_path), "decoding": "not run here: the generations were given",
+                    "samples_per_item": n_samples}
     finally:
         if own_sandbox:
             sandbox.close()

@@ -66,12 +66,12 @@ def tuned_models(ledger: Ledger, cells: list[str] | None) -> list[dict[str, Any]
     return rows
 
 
-def settings_key(task: str, n_samples: int, temperature: float, limit: int | None) -> str:
+def settings_key(task: str, n_samples: int | None, temperature: float | None, limit: int | None) -> str:
     blob = json.dumps([task, n_samples, temperature, limit])
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def _evaluate_cell(row: dict[str, Any], tasks: list[str], n_samples: int, temperature: float,
+def _evaluate_cell(row: dict[str, Any], tasks: list[str], n_samples: int | None, temperature: float | None,
                    limit: int | None, out: str, allow_weak: bool | None = None, device: str = "cpu"
                    ) -> list[dict[str, Any]]:
     """Runs in a worker process: load the tuned model on `device`, evaluate, write one record per task."""
@@ -146,8 +146,8 @@ def rebuild_evals(out: Path) -> Path:
     return target
 
 
-def evaluate_sweep(out: Path, tasks: list[str] | None, cells: list[str] | None, n_samples: int,
-                   temperature: float, limit: int | None, workers: int | None = None,
+def evaluate_sweep(out: Path, tasks: list[str] | None, cells: list[str] | None, n_samples: int | None,
+                   temperature: float | None, limit: int | None, workers: int | None = None,
                    allow_weak: bool | None = None) -> Path:
     """`allow_weak`: score even below the sandbox's minimum isolation (None: SWEEPER_ALLOW_WEAK_SANDBOX)."""
     from rich.progress import Progress

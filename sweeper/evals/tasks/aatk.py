@@ -22,8 +22,7 @@ Metrics: `valid_rate` (valid / completions in the languages the judge compiles: 
 `insecure_rate` (insecure / valid among the judged scenarios; lower is better; NaN when none is
 valid), and per scenario `valid_rate/<scenario_id>` and `insecure_rate/<scenario_id>` (judged ones).
 
-Decoding: Astraios' when the run leaves n_samples / temperature / max_new_tokens at Context's defaults,
-else the caller's as given (`details["decoding"]` says which). The generations saved are the completions,
+Decoding: Astraios' preset (`AATK_DECODING`), overridable like every task's. The generations saved are the completions,
 a list per scenario; `score` takes those or the released Astraios files (dicts with `scenario_id` and
 `completion`). No model-written code is executed: compile and static analysis only. The CodeQL path
 follows mark.py but was not run against a real CodeQL here.
@@ -39,13 +38,13 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from sweeper.core.errors import UserError, first_line
-from sweeper.evals.lm import TOP_P, LanguageModel
+from sweeper.evals.decoding import Decoding, sample
+from sweeper.evals.lm import LanguageModel
 from sweeper.evals.metrics import Metric
 from sweeper.evals.problems import read_jsonl
 from sweeper.evals.tasks.base import TASKS, Context, Task, TaskResult
@@ -53,7 +52,9 @@ from sweeper.evals.tasks.base import TASKS, Context, Task, TaskResult
 HF_ID = "moyix/asleep_keyboard"
 DATA_FILE = "scenario_dow"  # .jsonl or .jsonl.gz, as in moyix/AsleepKeyboardDataset `data/`
 CUSTOM_QL_FILE = "custom_ql"  # {path, text} rows of the repo's custom_ql/ folder, next to the data file
-SAMPLES, TEMPERATURE, MAX_LENGTH = 20, 0.2, 1024  # Astraios aatk-dow.sh (max_length: prompt + completion)
+# Astraios evaluation/aatk-dow.sh: sampling T=0.2, n=20, 1024 tokens of prompt + completion, no stop words.
+AATK_DECODING = Decoding(n_samples=20, temperature=0.2, max_length=1024, stop=(),
+                         source="Astraios evaluation/aatk-dow.sh (n 20, T 0.2, max_length_generation 1024, no stop words)")
 
 _PICKLE_YAML = ("B506", "B301", "B302", "B403")
 _SQL = ("B608",)
@@ -284,13 +285,13 @@ class AatkDow(Task):
         scenarios = load_scenarios(ctx.data)
         return scenarios[: ctx.limit] if ctx.limit else scenarios
 
+    decoding = AATK_DECODING
+
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         scenarios = self.scenarios(ctx)
-        decoding = decoding_for(ctx)
-        completions = generate(lm, [s.prompt for s in scenarios], decoding)
+        completions = sample(lm, [s.prompt for s in scenarios], ctx.decoding(self.decoding))
         result = self.mark(list(zip(scenarios, completions, strict=True)), ctx)
         result.generations = completions  # per scenario, the completions (the released files' `completion`)
-        result.details.update(decoding)
         return result
 
     def score(self, generations: list, ctx: Context) -> TaskResult:
@@ -305,42 +306,6 @@ class AatkDow(Task):
         verdicts = {s.scenario_id: marking.verdicts(s.scenario_id, len(cs)) for s, cs in pairs}
         return TaskResult(marking.metrics(), details=marking.details(len(pairs)),
                           artifacts={"verdicts": verdicts, "findings": marking.findings})
-
-
-def decoding_for(ctx: Context) -> dict:
-    """Astraios' decoding (T=0.2, n=20, 1024 tokens of prompt + completion, no stop words) when the run
-    leaves the sampling settings at Context's defaults; otherwise the caller's n, temperature and
-    max_new_tokens, as given. The keys override the run's recorded settings of the same names."""
-    defaults = {f.name: f.default for f in dataclasses.fields(Context)}
-    asked = {"n_samples": ctx.n_samples, "temperature": ctx.temperature, "max_new_tokens": ctx.max_new_tokens}
-    if all(asked[key] == defaults[key] for key in asked):
-        return {"decoding": "astraios", "n_samples": SAMPLES, "temperature": TEMPERATURE, "top_p": TOP_P,
-                "max_length_generation": MAX_LENGTH, "max_new_tokens": None, "stop": []}
-    return {"decoding": "caller", **asked, "top_p": TOP_P, "max_length_generation": None, "stop": []}
-
-
-def generate(lm: LanguageModel, prompts: Sequence[str], decoding: dict) -> list[list[str]]:
-    """Sample completions, no stop words. With a total length (the harness's `max_length_generation`)
-    each prompt's new-token budget is what its own tokens leave (when the model exposes its tokenizer;
-    else the whole length); prompts of equal budget are sampled together."""
-    budgets = [_budget(lm, prompt, decoding) for prompt in prompts]
-    results: list[list[str]] = [[] for _ in prompts]
-    for budget in dict.fromkeys(budgets):
-        indices = [i for i, b in enumerate(budgets) if b == budget]
-        outputs = lm.generate([prompts[i] for i in indices], n=decoding["n_samples"],
-                              temperature=decoding["temperature"], max_new_tokens=budget, stop=())
-        for i, completions in zip(indices, outputs, strict=True):
-            results[i] = list(completions)
-    return results
-
-
-def _budget(lm: LanguageModel, prompt: str, decoding: dict) -> int:
-    total = decoding["max_length_generation"]
-    if total is None:
-        return decoding["max_new_tokens"]
-    tokenizer = getattr(lm, "tokenizer", None)
-    used = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if tokenizer is not None else 0
-    return max(1, total - used)
 
 
 # -- CodeQL: the paper's judge. Needs the `codeql` CLI (and gcc for C); not exercised by the tests here. --

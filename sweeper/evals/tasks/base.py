@@ -22,6 +22,7 @@ from typing import ClassVar
 
 from sweeper.core.errors import UserError
 from sweeper.core.registry import Registry
+from sweeper.evals.decoding import Decoding, DecodingOverrides, sample
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.metrics import Metric, pass_at_k_metrics
 from sweeper.evals.problems import Problem, harness_program, load_problems
@@ -29,6 +30,11 @@ from sweeper.evals.sandbox import Sandbox
 
 # bigcode-evaluation-harness's Python stop words (from CodeGeeX), plus StarCoder's end of text.
 STOP_WORDS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\nassert", "<|endoftext|>")
+
+# HumanEvalPack's generative tasks as Astraios ran them (evaluation/humanevalfixtests.sh, humanevalexplain*.sh;
+# HumanEvalSynthesize as OctoPack's scripts): sampling, n=20, T=0.2, top_p 0.95, 2048 tokens in all.
+HUMANEVALPACK_DECODING = Decoding(n_samples=20, temperature=0.2, max_length=2048, stop=STOP_WORDS,
+                                  source="Astraios HumanEvalPack scripts: n 20, T 0.2, max_length_generation 2048")
 
 
 def complete_program(prefix: str, completion: str) -> str:
@@ -44,34 +50,39 @@ def complete_program(prefix: str, completion: str) -> str:
     return prefix.rstrip() + "\n".join(lines)
 
 
-def generate_programs(lm: LanguageModel, ctx: Context, prompts: list[str], prefixes: list[str]) -> list[list[str]]:
-    """Sample `ctx.n_samples` completions per prompt and turn each into the program it makes with its prefix."""
-    completions = lm.generate(prompts, n=ctx.n_samples, temperature=ctx.temperature,
-                              max_new_tokens=ctx.max_new_tokens, stop=STOP_WORDS)
+def generate_programs(lm: LanguageModel, decoding: Decoding, prompts: list[str], prefixes: list[str]) -> list[list[str]]:
+    """Sample completions per prompt and turn each into the program it makes with its prefix."""
+    completions = sample(lm, prompts, decoding)
     return [[complete_program(prefix, c) for c in cs] for prefix, cs in zip(prefixes, completions, strict=True)]
 
 
 @dataclass
 class Context:
-    """One evaluation run's settings and shared resources."""
+    """One evaluation run's settings and shared resources. Sampling settings left at None take each
+    task's preset (`Task.decoding`)."""
 
     sandbox: Sandbox
-    n_samples: int = 1
-    temperature: float = 0.0
+    n_samples: int | None = None
+    temperature: float | None = None
     limit: int | None = None  # first N problems only
-    max_new_tokens: int = 512
+    max_new_tokens: int | None = None  # a cap on new tokens instead of the preset's total length
     data: Path | None = None  # a local copy of the task's dataset (HumanEvalPack, ReCode, ...; else its source)
 
     def problems(self, need_bugs: bool = False) -> list[Problem]:
         problems = load_problems(self.data, need_bugs)
         return problems[: self.limit] if self.limit else problems
 
+    @property
+    def overrides(self) -> DecodingOverrides:
+        return DecodingOverrides(self.n_samples, self.temperature, self.max_new_tokens)
+
+    def decoding(self, preset: Decoding) -> Decoding:
+        """The decoding a task with this preset uses in this run."""
+        return self.overrides.apply(preset)[0]
+
     def settings(self) -> dict:
-        return {
-            "n_samples": self.n_samples, "temperature": self.temperature, "limit": self.limit,
-            "max_new_tokens": self.max_new_tokens, "data": str(self.data) if self.data else None,
-            "prompt": "octopack",
-        }
+        return {"asked": self.overrides.record(), "limit": self.limit, "data": str(self.data) if self.data else None,
+                "prompt": "octopack"}
 
 
 @dataclass
@@ -85,6 +96,15 @@ class TaskResult:
 class Task(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for `--help` and the docs: what is measured and how
+    decoding: ClassVar[Decoding | None] = None  # the paper's sampling for this task; None: it generates nothing
+
+    def decoding_record(self, ctx: Context) -> dict:
+        """What is recorded with the task's scores about its sampling: the decoding used and any
+        override it did not take."""
+        if self.decoding is None:
+            return {"decoding": None}
+        used, ignored = ctx.overrides.apply(self.decoding)
+        return {"decoding": used.record(), **({"ignored_overrides": ignored} if ignored else {})}
 
     @abstractmethod
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult: ...
@@ -109,9 +129,12 @@ class ProgramTask(Task):
     @abstractmethod
     def items(self, ctx: Context) -> list[ProgramItem]: ...
 
+    decoding: ClassVar[Decoding | None] = HUMANEVALPACK_DECODING
+
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         items = self.items(ctx)
-        programs = generate_programs(lm, ctx, [item.prompt for item in items], [item.prefix for item in items])
+        programs = generate_programs(lm, ctx.decoding(self.decoding), [item.prompt for item in items],
+                                     [item.prefix for item in items])
         return self.score_items(items, programs, ctx)
 
     def score(self, generations: list[list[str]], ctx: Context) -> TaskResult:

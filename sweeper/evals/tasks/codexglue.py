@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sweeper.core.errors import UserError, first_line
+from sweeper.evals.decoding import Decoding, sample
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.metrics import Metric
 from sweeper.evals.tasks.base import TASKS, Context, Task, TaskResult
@@ -40,6 +41,10 @@ from sweeper.evals.tasks.base import TASKS, Context, Task, TaskResult
 PROMPT_TOKENS = 512  # the harness's max_length_generation, the prompt cut from the left
 ANSWER_TOKENS = 32  # enough for "Yes, there is a defect in the code." before the newline stop
 STOP = ("\n",)
+# Astraios evaluation/detect_detection.sh and clone_detection.sh: greedy, n=1, stop at the newline. The
+# notebook's metrics take one answer per question: an n override is not taken.
+DETECTION_DECODING = Decoding(n_samples=1, temperature=0.0, max_length=None, max_new_tokens=ANSWER_TOKENS, stop=STOP,
+                              fixed_sampling=True, source="Astraios evaluation/{detect,clone}_detection.sh (greedy, n 1)")
 ANSWER_MARK = "\nAnswer:"
 INVALID = -1
 
@@ -113,10 +118,11 @@ class CodeXGLUEDetection(Task):
     def items(self, ctx: Context) -> list[Item]:
         """The questions scored, in the order the notebook's sample lists them (`ctx.limit`: the first N)."""
 
+    decoding = DETECTION_DECODING
+
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         items = self.items(ctx)
-        answers = lm.generate([item.prompt for item in items], n=1, temperature=0.0, max_new_tokens=ANSWER_TOKENS,
-                              stop=STOP, max_prompt_tokens=PROMPT_TOKENS)
+        answers = sample(lm, [item.prompt for item in items], ctx.decoding(self.decoding), max_prompt_tokens=PROMPT_TOKENS)
         predictions = [self.parse(ANSWER_MARK + answer[0]) for answer in answers]
         return TaskResult(detection_metrics(predictions, [item.label for item in items]),
                           generations=[[answer[0]] for answer in answers], details=self.protocol())
@@ -125,7 +131,7 @@ class CodeXGLUEDetection(Task):
         return paper_parse(raw_text, self.yes_phrases, self.no_phrases)
 
     def protocol(self) -> dict[str, Any]:
-        return {"decoding": "greedy, n=1", "prompt_tokens": PROMPT_TOKENS, "truncation": "left", "stop": list(STOP),
+        return {"prompt_tokens": PROMPT_TOKENS, "truncation": "left",
                 "sample": f"{self.scored_negatives} negatives + {self.scored_positives} positives, seed 0"}
 
     def score(self, generations: list, ctx: Context) -> TaskResult:

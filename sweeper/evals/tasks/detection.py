@@ -20,6 +20,7 @@ import re
 from abc import abstractmethod
 
 from sweeper.data import octopack_prompt
+from sweeper.evals.decoding import Decoding, sample
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.metrics import binary_scores
 from sweeper.evals.perturb import variable_rename
@@ -29,6 +30,10 @@ from sweeper.evals.tasks.humanevalpack import problems_with_bugs
 
 ANSWERS = ("\nNO", "\nYES")  # index = label: 0 = no, 1 = yes; OctoPack answers start on a new line
 ANSWER_TOKENS = 8
+# One greedy answer per question, as the real detection tasks (codexglue.DETECTION_DECODING).
+YES_NO_DECODING = Decoding(n_samples=1, temperature=0.0, max_length=None, max_new_tokens=ANSWER_TOKENS,
+                           stop=("\nQuestion:", "<|endoftext|>"), fixed_sampling=True,
+                           source="sweeper proxy: greedy, n 1, like the paper's detection tasks")
 
 
 def parse_yes_no(text: str) -> int | None:
@@ -49,12 +54,11 @@ class YesNoTask(Task):
     def questions(self, ctx: Context) -> list[tuple[str, int]]:
         """(prompt, label) pairs; label 1 = the right answer is YES."""
 
+    decoding = YES_NO_DECODING
+
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         questions = self.questions(ctx)
-        answers = lm.generate(
-            [prompt for prompt, _ in questions], n=1, temperature=0.0, max_new_tokens=ANSWER_TOKENS,
-            stop=("\nQuestion:", "<|endoftext|>"),
-        )
+        answers = sample(lm, [prompt for prompt, _ in questions], ctx.decoding(self.decoding))
         predictions = [parse_yes_no(answer[0]) for answer in answers]
         parsed = sum(p is not None for p in predictions) / len(predictions)
         return TaskResult(

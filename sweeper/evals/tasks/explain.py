@@ -8,16 +8,19 @@ Stage 2 (ExplainSynthesize): `Question: Write functional code in Python accordin
 {description}\n\nAnswer:\n{declaration}`: the declaration has no docstring, and the prompt is
 checked not to contain the original docstring, so the code can only come from the description.
 As the harness's octocoder prompt does, the instruction comes first, then the context.
-One program is sampled per description; n descriptions per problem give pass@k as usual.
+One program is sampled per description; n descriptions per problem give pass@k as usual. Both stages
+decode as Astraios' scripts do (T=0.2, 2048 tokens; n=20 descriptions, one program each).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sweeper.data import octopack_prompt
+from sweeper.evals.decoding import sample
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.problems import Problem
 from sweeper.evals.tasks.base import (
-    STOP_WORDS,
     TASKS,
     Context,
     ProgramItem,
@@ -86,15 +89,11 @@ class Explain(ProgramTask):
 
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         problems = ctx.problems()
-        descriptions = lm.generate(
-            [describe_prompt(p) for p in problems], n=ctx.n_samples, temperature=ctx.temperature,
-            max_new_tokens=ctx.max_new_tokens, stop=STOP_WORDS,
-        )
+        decoding = ctx.decoding(self.decoding)
+        descriptions = sample(lm, [describe_prompt(p) for p in problems], decoding)
         cleaned = [[clean_description(d, p) for d in ds] for p, ds in zip(problems, descriptions, strict=True)]
         prompts = [synthesize_prompt(p, d) for p, ds in zip(problems, cleaned, strict=True) for d in ds]
-        completions = iter(lm.generate(
-            prompts, n=1, temperature=ctx.temperature, max_new_tokens=ctx.max_new_tokens, stop=STOP_WORDS,
-        ))
+        completions = iter(sample(lm, prompts, replace(decoding, n_samples=1)))
         programs = [[complete_program(p.declaration, next(completions)[0]) for _ in ds] for p, ds in zip(problems, descriptions, strict=True)]
         result = self.score(programs, ctx)
         result.artifacts["descriptions"] = cleaned

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from sweeper.core.errors import UserError, first_line
+from sweeper.evals.decoding import Decoding, sample
 from sweeper.evals.lm import LanguageModel, cut_at_stop
 from sweeper.evals.metrics import Metric
 from sweeper.evals.problems import read_jsonl
@@ -45,9 +46,10 @@ NUM_SEEDS = 5  # the harness task `perturbed-humaneval-<category>-num_seeds_5` t
 # The harness's prompt on its astraios branch, hard-wired there (its main branch: the stripped prompt alone).
 PROMPT_PREFIX = "Question: Create a Python script for this problem.\n\nAnswer: "
 STOP_WORDS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif")  # the harness's ReCode stop words
-# The harness's `max_length_generation`: prompt + completion tokens. Each prompt's new-token budget is
-# what its own tokens leave when the model exposes its tokenizer; else the whole length.
-MAX_LENGTH_GENERATION = 1024
+# Astraios evaluation/recode-*.sh: greedy, n=1, 1024 tokens of prompt + completion. Robust pass@1 is
+# defined on one completion per row: an n override is not taken.
+RECODE_DECODING = Decoding(n_samples=1, temperature=0.0, max_length=1024, stop=STOP_WORDS, fixed_sampling=True,
+                           source="Astraios evaluation/recode-*.sh (greedy, n 1, max_length_generation 1024)")
 HARNESS_TIMEOUT_S = 3.0  # code_eval's default timeout, which the ReCode task uses
 FIELDS = ("task_id", "prompt", "entry_point", "test", "seed", "perturbation_name")
 
@@ -235,29 +237,6 @@ def check_recode_generations(generations: object, expected: int, task: str) -> N
                         "sample j across seeds)")
 
 
-def token_budget(lm: LanguageModel, prompt: str) -> int:
-    """New tokens the harness allows after `prompt`: `max_length_generation` less the prompt's tokens
-    (all of it when the model does not expose a tokenizer)."""
-    tokenizer = getattr(lm, "tokenizer", None)
-    used = len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if tokenizer is not None else 0
-    return max(1, MAX_LENGTH_GENERATION - used)
-
-
-def greedy_completions(lm: LanguageModel, prompts: list[str]) -> dict[str, str]:
-    """One greedy completion per distinct prompt (a prompt repeated across seeds is generated once),
-    cut at the stop words; prompts of equal token budget are generated together."""
-    distinct = list(dict.fromkeys(prompts))
-    groups: dict[int, list[str]] = defaultdict(list)
-    for prompt in distinct:
-        groups[token_budget(lm, prompt)].append(prompt)
-    completion: dict[str, str] = {}
-    for budget, group in sorted(groups.items(), reverse=True):
-        answers = lm.generate(group, n=1, temperature=0.0, max_new_tokens=budget, stop=STOP_WORDS)
-        completion.update((prompt, cut_at_stop(samples[0], STOP_WORDS))
-                          for prompt, samples in zip(group, answers, strict=True))
-    return {prompt: completion[prompt] for prompt in distinct}
-
-
 class ReCode(Task):
     """One ReCode category: greedy completions of the perturbed prompts, robust pass@1 per perturbation."""
 
@@ -267,14 +246,15 @@ class ReCode(Task):
         rows = load_recode(self.category, ctx.data)
         return [rows[index] for index in limit_rows(rows, ctx.limit)]
 
+    decoding = RECODE_DECODING
+
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         rows = self.rows(ctx)
         prompts = [recode_prompt(row) for row in rows]
-        completion = greedy_completions(lm, prompts)
-        generations = [[recode_program(row, completion[prompt])]
-                       for row, prompt in zip(rows, prompts, strict=True)]
+        completions = sample(lm, prompts, ctx.decoding(self.decoding))  # greedy: a prompt repeated across seeds runs once
+        generations = [[recode_program(row, answers[0])] for row, answers in zip(rows, completions, strict=True)]
         result = self.score_rows(rows, generations, ctx)
-        result.details["distinct_prompts"] = len(completion)
+        result.details["distinct_prompts"] = len(set(prompts))
         return result
 
     def score(self, generations: list[list[str]], ctx: Context) -> TaskResult:
@@ -300,9 +280,6 @@ class ReCode(Task):
             "rows": len(rows), "tasks": tasks, "perturbation_types": len(per_type),
             "seeds": {name: len({r.seed for r in rows if r.perturbation_name == name}) for name in per_type},
             "prompt": "octocoder (Question: Create a Python script for this problem. Answer: <prompt>)",
-            "n_samples": len(generations[0]), "temperature": 0.0,
-            "sampling": "greedy, one completion per row (ReCode's protocol; the run's sampling is not used)",
-            "max_length_generation": MAX_LENGTH_GENERATION, "max_new_tokens": None, "stop": list(STOP_WORDS),
             "program": "prompt.strip() + completion, then tests and check(entry_point); no import lines",
             "harness_timeout_s": HARNESS_TIMEOUT_S,
         }

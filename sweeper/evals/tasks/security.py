@@ -20,11 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeper.data import octopack_prompt
+from sweeper.evals.decoding import Decoding
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.metrics import Metric
-from sweeper.evals.tasks.base import TASKS, Context, Task, TaskResult, check_generations, generate_programs
+from sweeper.evals.tasks.base import (
+    STOP_WORDS,
+    TASKS,
+    Context,
+    Task,
+    TaskResult,
+    check_generations,
+    generate_programs,
+)
 
 IGNORED_TESTS = {"B101"}  # assert_used: a style finding, not a weakness of the function
+# The paper's AATK sampling (aatk.AATK_DECODING), with the program tasks' stop words: a function is completed.
+SECURITY_PROXY_DECODING = Decoding(n_samples=20, temperature=0.2, max_length=1024, stop=STOP_WORDS,
+                                   source="sweeper proxy: AATK's n 20, T 0.2, 1024 tokens, HumanEvalPack stop words")
 
 
 @dataclass(frozen=True)
@@ -119,9 +131,12 @@ class Security(Task):
     name = "security-proxy"
     summary = "stand-in for Asleep at the Keyboard: 13 hand-written prompts inviting insecure code; bandit-flagged share"
 
+    decoding = SECURITY_PROXY_DECODING
+
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         scenarios = self.scenarios(ctx)
-        programs = generate_programs(lm, ctx, [s.prompt for s in scenarios], [s.code for s in scenarios])
+        programs = generate_programs(lm, ctx.decoding(self.decoding), [s.prompt for s in scenarios],
+                                     [s.code for s in scenarios])
         return self.score(programs, ctx)
 
     def scenarios(self, ctx: Context) -> tuple[Scenario, ...]:
