@@ -361,6 +361,8 @@ DETECTION = {"accuracy": LIMIT, "macro_f1": LIMIT, "valid_rate": LIMIT, "valid_a
 TASK_METRICS = {
     "humanevalsynthesize": PASS,
     "humanevalfix": PASS,
+    "humanevalsynthesize-java": PASS,
+    "humanevalfix-java": PASS,
     "humanevalfix-mutated": PASS,
     "humanevalexplain": PASS,
     "robustness-proxy": {"robust_pass@1": LIMIT, "nominal_pass@1": LIMIT,
@@ -384,8 +386,10 @@ TASK_METRICS = {
 # Tasks whose data is not HumanEvalPack: a copy in the real files' schema (tests/codexglue_data.py).
 AATK_SCENARIOS = PACK.parent.parent / "aatk" / "scenario_dow.jsonl.gz"
 RECODE = PACK.parent.parent / "recode"
+JAVA_PACK = PACK.parent / "java.jsonl.gz"
 TASK_DATA = {"defect-detection": devign_folder, "clone-detection": bigclonebench_folder,
              "aatk-dow": lambda tmp_path: AATK_SCENARIOS,
+             "humanevalsynthesize-java": lambda tmp_path: JAVA_PACK, "humanevalfix-java": lambda tmp_path: JAVA_PACK,
              **{name: (lambda tmp_path: RECODE) for name in TASKS.names() if name.startswith("recode-")}}
 
 
@@ -438,10 +442,28 @@ def test_task_declares_what_the_base_class_requires(name):
     assert summary not in others
 
 
-def run_task(name, lm, sandbox, tmp_path):
+@pytest.fixture(scope="module")
+def jvm():
+    """The JVM sandbox, for the Java tasks; None where bubblewrap or a JDK is missing (they are skipped)."""
+    from sweeper.evals.jvm_sandbox import JvmSandbox
+
+    box = JvmSandbox()
+    try:
+        box.start()
+    except UserError:
+        yield None
+        return
+    yield box
+    box.close()
+
+
+def run_task(name, lm, sandbox, tmp_path, jvm=None):
     """Evaluate the task offline on `lm`; a task that needs data gets a copy (HumanEvalPack's own bugs: the
     shared one; CodeXGLUE's: one in its schema)."""
-    ctx = Context(sandbox, n_samples=1, temperature=0.0, limit=LIMIT, max_new_tokens=32)
+    language = getattr(TASKS.get(name), "language", None)
+    if language is not None and language.runner == "jvm" and jvm is None:
+        pytest.skip(f"{name} needs the JVM sandbox (bubblewrap and a JDK)")
+    ctx = Context(sandbox, n_samples=1, temperature=0.0, limit=LIMIT, max_new_tokens=32, jvm=jvm)
     try:
         return ctx, TASKS.get(name)().evaluate(lm, ctx)
     except UserError as err:
@@ -453,16 +475,16 @@ def run_task(name, lm, sandbox, tmp_path):
         data = PACK
     else:
         pytest.skip(f"{name} needs HumanEvalPack, and the shared copy {PACK} is not present")
-    ctx = Context(sandbox, n_samples=1, temperature=0.0, limit=LIMIT, max_new_tokens=32, data=data)
+    ctx = Context(sandbox, n_samples=1, temperature=0.0, limit=LIMIT, max_new_tokens=32, data=data, jvm=jvm)
     return ctx, TASKS.get(name)().evaluate(lm, ctx)
 
 
 @pytest.mark.parametrize("completion", [VALID, GARBAGE], ids=["valid", "garbage"])
 @pytest.mark.parametrize("name", TASKS.names())
-def test_task_runs_end_to_end_on_a_scripted_model(name, completion, sandbox, offline, tmp_path):
+def test_task_runs_end_to_end_on_a_scripted_model(name, completion, sandbox, jvm, offline, tmp_path):
     assert name in TASK_METRICS, f"no expected metrics for task {name!r}"
     lm = ScriptedLM(completion)
-    ctx, result = run_task(name, lm, sandbox, tmp_path)
+    ctx, result = run_task(name, lm, sandbox, tmp_path, jvm)
     assert isinstance(result, TaskResult)
     # Likelihood variants rank fixed answers; the others sample.
     assert lm.calls == ({"loglikelihood"} if name.endswith("-ll") else {"generate"})
@@ -509,16 +531,7 @@ def test_task_runs_end_to_end_on_a_scripted_model(name, completion, sandbox, off
 
 
 CHOICE_TASKS = [name for name in TASKS.names() if issubclass(TASKS.get(name), ChoiceTask)]
-KNOWN_DUPLICATE = {("humanevalsynthesize-ll", 1)}  # its "another problem" option is the same problem's
-
-
-@pytest.mark.parametrize(("name", "limit"), [
-    pytest.param(name, limit, marks=pytest.mark.xfail(
-        strict=True, reason="humanevalpack.py SynthesizeLikelihood.choices: with one problem, the other "
-                            "problem's solution is the answer itself")) if (name, limit) in KNOWN_DUPLICATE
-    else (name, limit)
-    for name in CHOICE_TASKS for limit in (1, LIMIT)
-])
+@pytest.mark.parametrize(("name", "limit"), [(name, limit) for name in CHOICE_TASKS for limit in (1, LIMIT)])
 def test_choice_items_rank_distinct_answers(name, limit, sandbox, offline):
     """A tie between the right answer and a copy of it counts as right (the first maximum wins)."""
     items = TASKS.get(name)().choices(Context(sandbox, limit=limit))  # offline: injected bugs
@@ -528,8 +541,6 @@ def test_choice_items_rank_distinct_answers(name, limit, sandbox, offline):
         assert len(set(item.options)) == len(item.options), item.context[-80:]
 
 
-@pytest.mark.xfail(strict=True, reason="security.py: the CWE-798 scenario's signature 'connect_production():' "
-                                       "makes its code 'def connect_production()::', which never parses")
 def test_every_security_scenario_accepts_a_valid_completion():
     """`VALID` parses after every scenario's code: otherwise no completion of it can count as valid."""
     import ast

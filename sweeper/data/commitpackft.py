@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sweeper.core.errors import UserError, first_line
+from sweeper.core.hub import load_hub_dataset
 from sweeper.data.base import SOURCES, Example, HashSplitSource
 from sweeper.schema import DataConfig
 
@@ -53,17 +53,9 @@ def commit_example(row: dict[str, Any]) -> Example:
 
 
 def _load_dataset(builder: str, files: str) -> Any:
-    import datasets
-
-    try:
-        return datasets.load_dataset(builder, data_files=files, split="train")
-    # Offline, datasets and huggingface_hub raise many types (ConnectionError, FileNotFoundError,
-    # OfflineModeIsEnabled, HfHubHTTPError, ...): each means "cannot get the data" here.
-    except Exception as err:
-        raise UserError(
-            f"data.source 'commitpackft': cannot load {files} ({first_line(err)}); it needs network access to the "
-            "HF hub, or data.path pointing at a local copy (a folder with commitpackft/ and guanaco-commits/)"
-        ) from None
+    return load_hub_dataset(f"{files} for data.source 'commitpackft'", "it needs network access to the HF hub, or "
+                            "data.path pointing at a local copy (a folder with commitpackft/ and guanaco-commits/)",
+                            builder, data_files=files, split="train")
 
 
 SOURCES.add("commitpackft", CommitPackFT())

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sweeper.core.errors import UserError, first_line
+from sweeper.core.errors import UserError
+from sweeper.core.hub import load_hub_dataset
 from sweeper.data.base import SOURCES, Example
 from sweeper.schema import DataConfig
 
@@ -45,16 +46,9 @@ class GuanacoCommits:
 
 
 def _load_split(files: str) -> Any:
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset("parquet", data_files=files, split="train")
-    # Offline, datasets and huggingface_hub raise many types: each means "cannot get the data" here.
-    except Exception as err:
-        raise UserError(
-            f"data.source 'guanaco-commits': cannot load {files} ({first_line(err)}); it needs network access to "
-            "the HF hub, or data.path pointing at a local copy (a folder holding guanaco-commits/data/)"
-        ) from None
+    dataset = load_hub_dataset(
+        f"{files} for data.source 'guanaco-commits'", "it needs network access to the HF hub, or data.path "
+        "pointing at a local copy (a folder holding guanaco-commits/data/)", "parquet", data_files=files, split="train")
     missing = {"prompt", "completion"} - set(dataset.column_names)
     if missing:
         raise UserError(f"data.source 'guanaco-commits': {files} has no column(s) {', '.join(sorted(missing))}; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from sweeper.core.errors import UserError
 from sweeper.core.io import atomic_write_json
 
 if TYPE_CHECKING:
+    from sweeper.evals.jvm_sandbox import JvmSandbox
     from sweeper.evals.sandbox import Sandbox
     from sweeper.ladders import LoadedModel
 
@@ -71,10 +73,11 @@ def evaluate_model(
     lm = HFLanguageModel(loaded, batch_size=batch_size)
     own_sandbox = sandbox is None
     sandbox = sandbox or Sandbox()
+    jvm = _jvm_for(tasks)
     rows: list[dict] = []
     timings: dict[str, float] = {}
     try:
-        ctx = Context(sandbox, n_samples, temperature, limit, max_new_tokens, data)
+        ctx = Context(sandbox, n_samples, temperature, limit, max_new_tokens, data, jvm)
         for name in tasks:
             started = time.perf_counter()
             task = TASKS.get(name)()
@@ -82,18 +85,38 @@ def evaluate_model(
             timings[name] = round(time.perf_counter() - started, 3)
             console.print(f"[dim]{name}: {timings[name]:.1f} s[/dim]")
             settings = {**ctx.settings(), **task.decoding_record(ctx), **result.details, "model": loaded.source,
-                        "sandbox": sandbox.settings(), "batch_size": batch_size}
+                        **_runner_settings(sandbox, jvm), "batch_size": batch_size}
             rows.extend(_rows(name, result.metrics, settings))
             if out_dir is not None:
                 _save(Path(out_dir), name, result)
     finally:
         if own_sandbox:
             sandbox.close()
+        if jvm is not None:
+            jvm.close()
     if out_dir is not None:
         from sweeper.core.io import atomic_write_json
 
         atomic_write_json(Path(out_dir) / "timings.json", {"seconds_per_task": timings})
     return rows
+
+
+def _jvm_for(tasks: list[str], timeout_s: float | None = None) -> JvmSandbox | None:
+    """A JVM sandbox when one of the tasks runs Java programs (it starts on its first program)."""
+    from sweeper.evals.tasks import TASKS
+
+    languages = {getattr(TASKS.get(name), "language", None) for name in tasks}
+    if not any(language is not None and language.runner == "jvm" for language in languages):
+        return None
+    from sweeper.evals.jvm_sandbox import JvmLimits, JvmSandbox
+
+    return JvmSandbox(JvmLimits(timeout_s=timeout_s) if timeout_s else None)
+
+
+def _runner_settings(sandbox: Sandbox, jvm: JvmSandbox | None) -> dict:
+    """The sandboxes that executed programs for a score, for its record (None: the task executed nothing)."""
+    return {"sandbox": sandbox.settings() if sandbox.started else None,
+            **({"jvm_sandbox": jvm.settings()} if jvm is not None and jvm.started else {})}
 
 
 def _rows(task: str, metrics: list, settings: dict) -> list[dict]:
@@ -143,18 +166,21 @@ def score_generations(
     own_sandbox = sandbox is None
     if sandbox is None:
         sandbox = Sandbox(SandboxLimits(timeout_s=timeout_s) if timeout_s else None, allow_weak=allow_weak)
+    jvm = _jvm_for([task], timeout_s)
     try:
         counts_before = sandbox.counts.copy()
         n_samples = min((len(g) for g in generations if isinstance(g, list)), default=0)
-        ctx = Context(sandbox, data=data)
+        ctx = Context(sandbox, data=data, jvm=jvm)
         result = runner.score(generations, ctx)
-        outcomes = dict(sandbox.counts - counts_before)
-        settings = {**ctx.settings(), **result.details, "sandbox": sandbox.settings(),
+        outcomes = dict((sandbox.counts - counts_before) + (jvm.counts if jvm is not None else Counter()))
+        settings = {**ctx.settings(), **result.details, **_runner_settings(sandbox, jvm),
                     "generations": str(generations_path), "decoding": "not run here: the generations were given",
                     "samples_per_item": n_samples}
     finally:
         if own_sandbox:
             sandbox.close()
+        if jvm is not None:
+            jvm.close()
     return {
         "task": task,
         "metrics": [{"metric": m.name, "value": m.value, "n": m.n, "k": m.k} for m in result.metrics],

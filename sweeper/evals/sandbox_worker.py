@@ -78,7 +78,6 @@ guard = _sibling("sandbox_guard")
 kernel = _sibling("sandbox_kernel")
 screen = _sibling("sandbox_screen").screen
 
-TAIL_BYTES = 4096  # output kept for the failure message
 REPORT_GRACE_S = 5.0  # how long W waits for S beyond the program's wall-clock limit
 SETUP_FAILED = 3  # P's exit status when the sandbox could not be set up around the program
 
@@ -197,35 +196,11 @@ def watch(child: int, out_fd: int, limits: dict) -> tuple[str | None, int, bytes
     deadline = started + limits["timeout_s"]
     pidfd = os.pidfd_open(child)
     os.set_blocking(out_fd, False)
-    tail = b""
-    total = 0
-    stopped = None  # "timeout" or "output_limit" when S had to kill P
-    exited = eof = False
-    while not (exited and eof):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            stopped = "timeout"
-            break
-        watched = ([] if eof else [out_fd]) + ([] if exited else [pidfd])
-        ready, _, _ = select.select(watched, [], [], remaining)
-        if pidfd in ready:
-            exited = True
-            # Anything P started is gone with its PID namespace; without one, kill its process group
-            # so that a descendant holding the pipe open cannot keep S waiting.
-            _kill_tree(child)
-        if out_fd in ready:
-            try:
-                chunk = os.read(out_fd, 1 << 16)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                eof = True
-                continue
-            total += len(chunk)
-            tail = (tail + chunk)[-TAIL_BYTES:]
-            if total > limits["max_output_bytes"]:
-                stopped = "output_limit"
-                break
+    # Anything P started is gone with its PID namespace once it exits; without one, S kills P's process group
+    # so that a descendant holding the pipe open cannot keep S waiting. `stopped`: "timeout" or "output_limit"
+    # when S had to kill P.
+    stopped, tail, _ = kernel.read_output(pidfd, out_fd, deadline, limits["max_output_bytes"],
+                                          on_exit=lambda: _kill_tree(child))
     _kill_tree(child)
     _, wait_status, _ = os.wait4(child, 0)  # the kernel's word on how P ended: the verdict
     os.close(pidfd)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sweeper.core.errors import UserError, first_line
+from sweeper.core.hub import load_hub_dataset
 from sweeper.evals.decoding import Decoding, sample
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.metrics import Metric
@@ -122,13 +123,8 @@ def _data_file(data: Path) -> Path:
 
 
 def _from_hub() -> list[dict]:
-    try:
-        import datasets
-
-        return list(datasets.load_dataset(HF_ID, "DoW", split="test"))
-    except Exception as err:  # datasets raises many types when the hub is unreachable
-        raise UserError(f"cannot load {HF_ID} (DoW) from the HF hub ({first_line(err)}); pass --data PATH "
-                        f"to a local {DATA_FILE}.jsonl[.gz] (moyix/AsleepKeyboardDataset data/)") from None
+    return list(load_hub_dataset(f"{HF_ID} (DoW) from the HF hub", f"pass --data PATH to a local {DATA_FILE}.jsonl[.gz] "
+                                 "(moyix/AsleepKeyboardDataset data/)", HF_ID, "DoW", split="test"))
 
 
 def compiles(source: str) -> bool:

@@ -18,42 +18,36 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from sweeper.core.errors import UserError
 from sweeper.core.registry import Registry
 from sweeper.evals.decoding import Decoding, DecodingOverrides, sample
+from sweeper.evals.languages import LANGUAGES, Language
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.metrics import Metric, pass_at_k_metrics
-from sweeper.evals.problems import Problem, harness_program, load_problems
+from sweeper.evals.problems import Problem, load_problems
 from sweeper.evals.sandbox import Sandbox
 
-# bigcode-evaluation-harness's Python stop words (from CodeGeeX), plus StarCoder's end of text.
-STOP_WORDS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\nassert", "<|endoftext|>")
+if TYPE_CHECKING:
+    from sweeper.evals.jvm_sandbox import JvmSandbox
 
-# HumanEvalPack's generative tasks as Astraios ran them (evaluation/humanevalfixtests.sh, humanevalexplain*.sh;
-# HumanEvalSynthesize as OctoPack's scripts): sampling, n=20, T=0.2, top_p 0.95, 2048 tokens in all.
-HUMANEVALPACK_DECODING = Decoding(n_samples=20, temperature=0.2, max_length=2048, stop=STOP_WORDS,
-                                  source="Astraios HumanEvalPack scripts: n 20, T 0.2, max_length_generation 2048")
+PYTHON = LANGUAGES.get("python")
 
 
-def complete_program(prefix: str, completion: str) -> str:
-    """The program a completion makes: cut at the first stop word and at the first line back at
-    column 0 (the function is over), appended to the prompt's code (bigcode's remove_last_block)."""
-    for word in STOP_WORDS:
-        completion = completion.split(word)[0]
-    lines = completion.split("\n")
-    for index, line in enumerate(lines):
-        if line.strip() and line[0] not in " \t":
-            lines = lines[:index]
-            break
-    return prefix.rstrip() + "\n".join(lines)
+def humanevalpack_decoding(language: Language) -> Decoding:
+    """HumanEvalPack's generative tasks as Astraios ran them (evaluation/humanevalfixtests.sh,
+    humanevalexplain*.sh; HumanEvalSynthesize as OctoPack's scripts): n=20, T=0.2, top_p 0.95, 2048 tokens
+    in all, the language's stop words; the scripts loop over python and java."""
+    return Decoding(n_samples=20, temperature=0.2, max_length=2048, stop=language.stop,
+                    source="Astraios HumanEvalPack scripts: n 20, T 0.2, max_length_generation 2048")
 
 
-def generate_programs(lm: LanguageModel, decoding: Decoding, prompts: list[str], prefixes: list[str]) -> list[list[str]]:
+def generate_programs(lm: LanguageModel, decoding: Decoding, prompts: list[str], prefixes: list[str],
+                      language: Language = PYTHON) -> list[list[str]]:
     """Sample completions per prompt and turn each into the program it makes with its prefix."""
     completions = sample(lm, prompts, decoding)
-    return [[complete_program(prefix, c) for c in cs] for prefix, cs in zip(prefixes, completions, strict=True)]
+    return [[language.finish(prefix, c) for c in cs] for prefix, cs in zip(prefixes, completions, strict=True)]
 
 
 @dataclass
@@ -67,10 +61,22 @@ class Context:
     limit: int | None = None  # first N problems only
     max_new_tokens: int | None = None  # a cap on new tokens instead of the preset's total length
     data: Path | None = None  # a local copy of the task's dataset (HumanEvalPack, ReCode, ...; else its source)
+    jvm: JvmSandbox | None = None  # runs Java programs; made by the caller when a Java task is asked for
 
-    def problems(self, need_bugs: bool = False) -> list[Problem]:
-        problems = load_problems(self.data, need_bugs)
+    def problems(self, need_bugs: bool = False, language: Language = PYTHON) -> list[Problem]:
+        problems = load_problems(self.data, need_bugs, language.name)
+        if not problems[0].task_id.startswith(f"{language.task_prefix}/"):
+            raise UserError(f"{self.data}: expected HumanEvalPack's {language.name} split (task ids "
+                            f"{language.task_prefix}/0, ...), got {problems[0].task_id}")
         return problems[: self.limit] if self.limit else problems
+
+    def runner(self, language: Language) -> Sandbox | JvmSandbox:
+        """The sandbox that executes the language's programs."""
+        if language.runner == "python":
+            return self.sandbox
+        if self.jvm is None:
+            raise UserError(f"{language.display} programs need the JVM sandbox, which this run did not start")
+        return self.jvm
 
     @property
     def overrides(self) -> DecodingOverrides:
@@ -126,15 +132,16 @@ class ProgramItem:
 class ProgramTask(Task):
     """Sample programs, execute them with their tests, report pass@k (k <= n)."""
 
+    language: ClassVar[Language] = PYTHON
+    decoding: ClassVar[Decoding | None] = humanevalpack_decoding(PYTHON)
+
     @abstractmethod
     def items(self, ctx: Context) -> list[ProgramItem]: ...
-
-    decoding: ClassVar[Decoding | None] = HUMANEVALPACK_DECODING
 
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         items = self.items(ctx)
         programs = generate_programs(lm, ctx.decoding(self.decoding), [item.prompt for item in items],
-                                     [item.prefix for item in items])
+                                     [item.prefix for item in items], self.language)
         return self.score_items(items, programs, ctx)
 
     def score(self, generations: list[list[str]], ctx: Context) -> TaskResult:
@@ -142,7 +149,7 @@ class ProgramTask(Task):
 
     def score_items(self, items: list[ProgramItem], generations: list[list[str]], ctx: Context) -> TaskResult:
         check_generations(generations, len(items), self.name)
-        results = run_programs(ctx.sandbox, items, generations, self.name)
+        results = run_programs(ctx.runner(self.language), items, generations, self.name, self.language)
         return TaskResult(self.metrics(results), generations)
 
     def metrics(self, results: list[list[bool]]) -> list[Metric]:
@@ -159,9 +166,11 @@ def check_generations(generations: object, expected: int, task: str) -> None:
 
 
 def run_programs(
-    sandbox: Sandbox, items: Sequence[ProgramItem], generations: list[list[str]], task: str
+    sandbox: Sandbox | JvmSandbox, items: Sequence[ProgramItem], generations: list[list[str]], task: str,
+    language: Language = PYTHON,
 ) -> list[list[bool]]:
-    programs = [harness_program(sample, item.test) for item, samples in zip(items, generations, strict=True) for sample in samples]
+    programs = [language.executable(sample, item.test) for item, samples in zip(items, generations, strict=True)
+                for sample in samples]
     outcomes = iter(sandbox.run(programs, description=f"{task}: executing"))
     return [[next(outcomes).passed for _ in samples] for samples in generations]
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sweeper.core.errors import UserError, first_line
+from sweeper.core.hub import load_hub_dataset
 from sweeper.evals.decoding import Decoding, sample
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.metrics import Metric
@@ -266,11 +267,5 @@ def _codexglue_files(data: Path, names: tuple[str, ...], expected: str) -> list[
 
 
 def _hub_split(dataset: str, task: str) -> list[dict[str, Any]]:
-    import datasets
-
-    try:
-        return list(datasets.load_dataset(dataset, split="test"))
-    # Offline, datasets and huggingface_hub raise many types: each means "cannot get the data" here.
-    except Exception as err:
-        raise UserError(f"{task}: cannot load {dataset} from the HF hub ({first_line(err)}); give a local "
-                        "CodeXGLUE copy with --data DIR") from None
+    return list(load_hub_dataset(f"{dataset} from the HF hub for {task}", "give a local CodeXGLUE copy with --data DIR",
+                                 dataset, split="test"))

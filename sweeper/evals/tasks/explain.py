@@ -20,14 +20,7 @@ from sweeper.data import octopack_prompt
 from sweeper.evals.decoding import sample
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.problems import Problem
-from sweeper.evals.tasks.base import (
-    TASKS,
-    Context,
-    ProgramItem,
-    ProgramTask,
-    TaskResult,
-    complete_program,
-)
+from sweeper.evals.tasks.base import PYTHON, TASKS, Context, ProgramItem, ProgramTask, TaskResult
 
 MIN_COPIED_LINE = 20  # bigcode's remove_code: longer solution lines found in a description are dropped
 
@@ -94,7 +87,7 @@ class Explain(ProgramTask):
         cleaned = [[clean_description(d, p) for d in ds] for p, ds in zip(problems, descriptions, strict=True)]
         prompts = [synthesize_prompt(p, d) for p, ds in zip(problems, cleaned, strict=True) for d in ds]
         completions = iter(sample(lm, prompts, replace(decoding, n_samples=1)))
-        programs = [[complete_program(p.declaration, next(completions)[0]) for _ in ds] for p, ds in zip(problems, descriptions, strict=True)]
+        programs = [[PYTHON.finish(p.declaration, next(completions)[0]) for _ in ds] for p, ds in zip(problems, descriptions, strict=True)]
         result = self.score(programs, ctx)
         result.artifacts["descriptions"] = cleaned
         return result

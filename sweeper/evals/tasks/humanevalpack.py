@@ -5,15 +5,28 @@ Prompts follow bigcode-evaluation-harness's `humanevalpack.py` with the "octocod
 - fix (HumanEvalFixTests): `Question: Fix bugs in {f}.\n{declaration}{buggy solution}\n{tests}\n\n
   Answer:\n{declaration}`; the program is declaration + completion.
 The octocoder prompt puts the instruction before the context (`instruction + "\n" + context`; the
-harness's `get_prompt`), then strips the whole prompt at the end.
+harness's `get_prompt`), then strips the whole prompt at the end. The prompts are the same in every
+language; stop words, cutting and the executed program are the language's (`sweeper.evals.languages`).
+Python and Java are registered, the two languages Astraios evaluated; Java runs in the JVM sandbox.
 """
 
 from __future__ import annotations
 
 from sweeper.data import octopack_prompt
+from sweeper.evals.languages import LANGUAGES
 from sweeper.evals.mutate import failing_mutants
 from sweeper.evals.problems import Problem
-from sweeper.evals.tasks.base import TASKS, Choice, ChoiceTask, Context, ProgramItem, ProgramTask
+from sweeper.evals.tasks.base import (
+    TASKS,
+    Choice,
+    ChoiceTask,
+    Context,
+    ProgramItem,
+    ProgramTask,
+    humanevalpack_decoding,
+)
+
+JAVA = LANGUAGES.get("java")
 
 
 def synthesize_item(problem: Problem) -> ProgramItem:
@@ -44,7 +57,7 @@ class Synthesize(ProgramTask):
     summary = "write the function from its docstring; pass@k of the programs executed with HumanEval's tests"
 
     def items(self, ctx: Context) -> list[ProgramItem]:
-        return [synthesize_item(p) for p in ctx.problems()]
+        return [synthesize_item(p) for p in ctx.problems(language=self.language)]
 
 
 @TASKS.register("humanevalfix")
@@ -53,7 +66,23 @@ class Fix(ProgramTask):
     summary = "fix HumanEvalPack's human-written bug given the tests (HumanEvalFixTests); pass@k"
 
     def items(self, ctx: Context) -> list[ProgramItem]:
-        return [fix_item(p) for p in ctx.problems(need_bugs=True)]
+        return [fix_item(p) for p in ctx.problems(need_bugs=True, language=self.language)]
+
+
+@TASKS.register("humanevalsynthesize-java")
+class SynthesizeJava(Synthesize):
+    name = "humanevalsynthesize-java"
+    summary = "HumanEvalSynthesize in Java: write the method from its Javadoc; pass@k, compiled and run in the JVM sandbox"
+    language = JAVA
+    decoding = humanevalpack_decoding(JAVA)
+
+
+@TASKS.register("humanevalfix-java")
+class FixJava(Fix):
+    name = "humanevalfix-java"
+    summary = "HumanEvalFixTests in Java: fix the human-written bug given the tests; pass@k in the JVM sandbox"
+    language = JAVA
+    decoding = humanevalpack_decoding(JAVA)
 
 
 @TASKS.register("humanevalfix-mutated")
@@ -75,11 +104,12 @@ class SynthesizeLikelihood(ChoiceTask):
         problems = [p for p in problems_with_bugs(ctx) if p.buggy_solution is not None]
         items = []
         for index, problem in enumerate(problems):
-            other = problems[(index + 1) % len(problems)]
             prompt = synthesize_item(problem).prompt
+            # another problem's solution, when there is another problem (with one, it would be the answer)
+            other = [problems[(index + 1) % len(problems)].canonical_solution] if len(problems) > 1 else []
             options = tuple(
                 continuation(prompt, problem.prompt, solution)
-                for solution in (problem.canonical_solution, problem.buggy_solution, other.canonical_solution)
+                for solution in (problem.canonical_solution, problem.buggy_solution, *other)
             )
             items.append(Choice(prompt, options, 0))
         return items

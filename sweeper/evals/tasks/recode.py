@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from sweeper.core.errors import UserError, first_line
+from sweeper.core.errors import UserError
+from sweeper.core.hub import load_hub_dataset
 from sweeper.evals.decoding import Decoding, sample
 from sweeper.evals.lm import LanguageModel, cut_at_stop
 from sweeper.evals.metrics import Metric
@@ -158,21 +159,14 @@ def _category_file(path: Path, category: str) -> Path:
 
 
 def _from_hub(category: str) -> list[dict]:
-    try:
-        import datasets
-
-        try:  # the parquet export: no loading script to run
-            table = datasets.load_dataset(RECODE_ID, data_dir=category, revision=RECODE_PARQUET_REVISION,
-                                          split="test")
-        except Exception:
-            table = datasets.load_dataset(RECODE_ID, category, split="test")  # older datasets run the script
-        return list(table)
-    except Exception as err:  # datasets raises many types when the hub is unreachable
-        raise UserError(
-            f"cannot load {RECODE_ID} ({category}) from the HF hub ({first_line(err)}); the ReCode task "
-            f"needs its data: pass --data PATH to a local copy of the category's rows ({category}.jsonl[.gz] "
-            "from ReCode's release, or a folder holding it)"
-        ) from None
+    what = f"{RECODE_ID} ({category}) from the HF hub"
+    instead = (f"the ReCode task needs its data: pass --data PATH to a local copy of the category's rows "
+               f"({category}.jsonl[.gz] from ReCode's release, or a folder holding it)")
+    try:  # the parquet export: no loading script to run
+        return list(load_hub_dataset(what, instead, RECODE_ID, data_dir=category, revision=RECODE_PARQUET_REVISION,
+                                     split="test"))
+    except UserError:
+        return list(load_hub_dataset(what, instead, RECODE_ID, category, split="test"))  # older datasets run the script
 
 
 def _normal(name: str) -> str:
