@@ -47,6 +47,18 @@ def test_java_prompts_are_the_harness_octocoder_prompts():
 
 
 @needs_java_data
+def test_java_explain_asks_for_java_and_never_shows_the_javadoc():
+    from sweeper.evals.tasks.explain import describe_prompt, synthesize_prompt
+
+    problem = java_problems()[0]
+    assert describe_prompt(problem).endswith(problem.declaration + problem.canonical_solution.rstrip() + "\n\nAnswer:")
+    prompt = synthesize_prompt(problem, "Say whether two numbers are close.", JAVA)
+    assert prompt == ("Question: Write functional code in Java according to the description.\nSay whether two numbers "
+                      f"are close.\n\nAnswer:\n{problem.declaration}").rstrip()
+    assert "Check if in given list" not in prompt  # the Javadoc's text
+
+
+@needs_java_data
 def test_java_completions_are_cut_where_the_class_closes():
     problems = java_problems()
     for problem in problems:

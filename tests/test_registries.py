@@ -363,6 +363,7 @@ TASK_METRICS = {
     "humanevalfix": PASS,
     "humanevalsynthesize-java": PASS,
     "humanevalfix-java": PASS,
+    "humanevalexplain-java": PASS,
     "humanevalfix-mutated": PASS,
     "humanevalexplain": PASS,
     "robustness-proxy": {"robust_pass@1": LIMIT, "nominal_pass@1": LIMIT,
@@ -390,6 +391,7 @@ JAVA_PACK = PACK.parent / "java.jsonl.gz"
 TASK_DATA = {"defect-detection": devign_folder, "clone-detection": bigclonebench_folder,
              "aatk-dow": lambda tmp_path: AATK_SCENARIOS,
              "humanevalsynthesize-java": lambda tmp_path: JAVA_PACK, "humanevalfix-java": lambda tmp_path: JAVA_PACK,
+             "humanevalexplain-java": lambda tmp_path: JAVA_PACK,
              **{name: (lambda tmp_path: RECODE) for name in TASKS.names() if name.startswith("recode-")}}
 
 

@@ -2,9 +2,9 @@
 
 Stage 1 (bigcode's ExplainDescribe): `Question: Provide a concise natural language description of the
 code using at most {len(docstring)} characters.\n{declaration}{canonical solution}\n\nAnswer:`, stopped
-at the harness's Python stop words; the description is cut to that many characters, and code lines it
+at the language's stop words (the harness's); the description is cut to that many characters, and code lines it
 copies (> 20 characters) are removed.
-Stage 2 (ExplainSynthesize): `Question: Write functional code in Python according to the description.\n
+Stage 2 (ExplainSynthesize): `Question: Write functional code in Python (Java) according to the description.\n
 {description}\n\nAnswer:\n{declaration}`: the declaration has no docstring, and the prompt is
 checked not to contain the original docstring, so the code can only come from the description.
 As the harness's octocoder prompt does, the instruction comes first, then the context.
@@ -18,9 +18,20 @@ from dataclasses import replace
 
 from sweeper.data import octopack_prompt
 from sweeper.evals.decoding import sample
+from sweeper.evals.languages import LANGUAGES, Language
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.problems import Problem
-from sweeper.evals.tasks.base import PYTHON, TASKS, Context, ProgramItem, ProgramTask, TaskResult
+from sweeper.evals.tasks.base import (
+    PYTHON,
+    TASKS,
+    Context,
+    ProgramItem,
+    ProgramTask,
+    TaskResult,
+    humanevalpack_decoding,
+)
+
+JAVA = LANGUAGES.get("java")
 
 MIN_COPIED_LINE = 20  # bigcode's remove_code: longer solution lines found in a description are dropped
 
@@ -46,9 +57,10 @@ def clean_description(text: str, problem: Problem) -> str:
     return text
 
 
-def synthesize_prompt(problem: Problem, description: str) -> str:
+def synthesize_prompt(problem: Problem, description: str, language: Language = PYTHON) -> str:
     prompt = octopack_prompt(
-        f"Write functional code in Python according to the description.\n{description}", problem.declaration
+        f"Write functional code in {language.display} according to the description.\n{description}",
+        problem.declaration,
     )
     check_no_leak(prompt, problem, description)
     return prompt
@@ -69,7 +81,7 @@ class Explain(ProgramTask):
 
     def items(self, ctx: Context) -> list[ProgramItem]:
         # Scoring saved programs needs only the tests: the prompts of stage 2 depend on the descriptions.
-        return [ProgramItem("", p.declaration, p.test) for p in ctx.problems()]
+        return [ProgramItem("", p.declaration, p.test) for p in ctx.problems(language=self.language)]
 
     def score(self, generations: list, ctx: Context) -> TaskResult:
         """Also the harness's ExplainSynthesize file: one `[program]` per description, problem-major
@@ -81,13 +93,22 @@ class Explain(ProgramTask):
         return self.score_items(items, generations, ctx)
 
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
-        problems = ctx.problems()
+        problems = ctx.problems(language=self.language)
         decoding = ctx.decoding(self.decoding)
         descriptions = sample(lm, [describe_prompt(p) for p in problems], decoding)
         cleaned = [[clean_description(d, p) for d in ds] for p, ds in zip(problems, descriptions, strict=True)]
-        prompts = [synthesize_prompt(p, d) for p, ds in zip(problems, cleaned, strict=True) for d in ds]
+        prompts = [synthesize_prompt(p, d, self.language) for p, ds in zip(problems, cleaned, strict=True) for d in ds]
         completions = iter(sample(lm, prompts, replace(decoding, n_samples=1)))
-        programs = [[PYTHON.finish(p.declaration, next(completions)[0]) for _ in ds] for p, ds in zip(problems, descriptions, strict=True)]
+        programs = [[self.language.finish(p.declaration, next(completions)[0]) for _ in ds]
+                    for p, ds in zip(problems, descriptions, strict=True)]
         result = self.score(programs, ctx)
         result.artifacts["descriptions"] = cleaned
         return result
+
+
+@TASKS.register("humanevalexplain-java")
+class ExplainJava(Explain):
+    name = "humanevalexplain-java"
+    summary = "HumanEvalExplain in Java: describe the method, rewrite it from the description; pass@k in the JVM sandbox"
+    language = JAVA
+    decoding = humanevalpack_decoding(JAVA)
