@@ -13,7 +13,8 @@ Plain PyTorch (`recipe.zero_stage` 0; DDP when `resources.workers` > 1), bf16/fp
 - with `recipe.base_quantization: int8` (LLM.int8 via bitsandbytes, Astraios' PEFT runs) the blocks'
   linear weights take 1 B plus one fp32 scale per output row, and the rest of the base (embeddings,
   LayerNorms, biases) is fp32 (peft's prepare_model_for_kbit_training casts it), with its autocast copies;
-  the 8-bit matmuls' transient buffers are not counted;
+  the 8-bit linears keep fp32 inputs for the backward pass (`activation_bytes`); their transient buffers
+  are not counted;
 - no DDP buckets beside the gradients: `sweeper.train.engines` sets `gradient_as_bucket_view=True`, so the
   gradients are views into the buckets (PyTorch's default would copy each into a bucket: 4 B more).
 
@@ -131,6 +132,10 @@ def activation_bytes(cell: Cell, arch: Arch) -> ActivationBytes:
         + e * f  # GELU input
         + 2 * mask * h  # attention and MLP residual dropout
         + (e * h + e * h + e * f if trained else 0)  # c_attn, c_fc and mlp.c_proj inputs
+        # An 8-bit linear (bitsandbytes' MatMul8bitLt, outside autocast) keeps its input whenever that needs a
+        # gradient, in fp32: ln_1's and ln_2's outputs and the GELU output (attn.c_proj's input is the attention
+        # output, kept already). From reading bitsandbytes 0.50, not measured.
+        + (FP32 * (2 * h + f) if recipe.base_quantization == "int8" else 0)
         + _adapter_bytes(cell, h, kv, f, e, autocast)
     )
     outside = (

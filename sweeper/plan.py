@@ -90,7 +90,8 @@ class Plan:
 
 def accelerator_terms(cost: Cost) -> tuple[float, float, float]:
     """(16-bit peak TFLOP/s, fp32 peak TFLOP/s, $ per device-hour) from the table, with the space's
-    overrides applied (an accelerator outside the table runs fp32 at cost.peak_tflops unless told)."""
+    overrides applied; each peak has its own override (an accelerator outside the table runs fp32 at
+    cost.peak_tflops unless cost.fp32_peak_tflops says otherwise)."""
     known = ACCELERATORS.get(cost.accelerator)
     if known is None and (cost.peak_tflops is None or cost.usd_per_hour is None):
         raise UserError(
@@ -102,7 +103,7 @@ def accelerator_terms(cost: Cost) -> tuple[float, float, float]:
     if cost.fp32_peak_tflops is not None:
         fp32 = cost.fp32_peak_tflops
     else:
-        fp32 = known.fp32_tflops if known is not None and cost.peak_tflops is None else peak
+        fp32 = known.fp32_tflops if known is not None else peak
     return peak, fp32, price
 
 

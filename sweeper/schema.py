@@ -206,9 +206,19 @@ def trains_base(method: str) -> bool:
     return method == FULL_FINE_TUNING
 
 
-# Fields added after sweeps were recorded: at their default they are left out of a cell's id, so that
-# a sweep recorded before them keeps its cells (the default is what those cells ran).
-ID_NEUTRAL_DEFAULTS = (("recipe", "base_quantization", "none"),)
+# Fields added after sweeps were recorded: at their default they are left out of a cell's id and of a
+# space's hash, so that a sweep recorded before them keeps its cells and its launches (the default is
+# what those ran). (section, field, default) of a resolved space or cell dump.
+ID_NEUTRAL_DEFAULTS = (("recipe", "base_quantization", "none"), ("cost", "fp32_peak_tflops", None))
+
+
+def without_neutral_defaults(dump: dict[str, Any]) -> dict[str, Any]:
+    """A space or cell dump (mode json) without the `ID_NEUTRAL_DEFAULTS` fields that hold their default."""
+    sections = {section: dict(dump[section]) for section, _, _ in ID_NEUTRAL_DEFAULTS if isinstance(dump.get(section), dict)}
+    for section, name, default in ID_NEUTRAL_DEFAULTS:
+        if section in sections and name in sections[section] and sections[section][name] == default:
+            del sections[section][name]
+    return {**dump, **sections}
 
 
 class Cell(Frozen):
@@ -236,10 +246,7 @@ class Cell(Frozen):
     @property
     def id(self) -> str:
         # Not `seeds`: each replicate records its own seed, and more replicates must not orphan the done ones.
-        science = self.model_dump(mode="json", exclude={"space", "resources", "seeds"})
-        for section, name, default in ID_NEUTRAL_DEFAULTS:
-            if science[section][name] == default:
-                del science[section][name]
+        science = without_neutral_defaults(self.model_dump(mode="json", exclude={"space", "resources", "seeds"}))
         digest = hashlib.sha256(json.dumps(science, sort_keys=True).encode()).hexdigest()
         return digest[:12]
 

@@ -110,3 +110,33 @@ def test_eval_tasks_lists_each_preset(run_cli):
 def test_a_bad_temperature_is_refused(run_cli, value, tmp_path):
     code, _, err = run_cli("eval", "--out", str(tmp_path), "--temperature", value)
     assert code == 2 and "--temperature" in err and "Traceback" not in err
+
+
+def test_an_evaluation_record_is_named_by_the_decoding_used_not_the_options():
+    from sweeper.evals.sweep import settings_key
+
+    # a likelihood task decodes nothing: one record whatever the options
+    assert settings_key("humanevalfix-ll", None, None, 5) == settings_key("humanevalfix-ll", 1, 0.0, 5)
+    # the preset asked for explicitly is the preset
+    assert settings_key("humanevalsynthesize", None, None, 5) == settings_key("humanevalsynthesize", 20, 0.2, 5)
+    assert settings_key("humanevalsynthesize", None, None, 5) != settings_key("humanevalsynthesize", 1, 0.0, 5)
+    assert settings_key("humanevalsynthesize", 1, 0.0, 5) != settings_key("humanevalsynthesize", 1, 0.0, 6)
+    # ReCode keeps its own sampling: the same record under any n
+    assert settings_key("recode-format", 5, None, None) == settings_key("recode-format", None, None, None)
+
+
+def test_scoring_again_with_other_settings_moves_the_earlier_record_aside(tmp_path, capsys):
+    from sweeper.evals.sweep import _supersede_other_settings
+    from sweeper.sweep.folder import SweepFolder
+
+    folder = SweepFolder(tmp_path)
+    old, new, other_task = (folder.eval_record("cell", task, key) for task, key in
+                            (("humanevalfix", "aaa"), ("humanevalfix", "bbb"), ("humanevalfix-java", "ccc")))
+    for path in (old, new, other_task):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("[]")
+    _supersede_other_settings(folder, "cell", "humanevalfix", "bbb")
+    assert not old.exists() and new.exists() and other_task.exists()
+    assert list((old.parent.parent / "superseded").iterdir())
+    assert "scored again with other settings" in capsys.readouterr().err
+    assert folder.eval_records() == sorted([new, other_task])

@@ -69,7 +69,9 @@ def test_missing_bitsandbytes_is_a_one_line_error(monkeypatch):
         from_pretrained_kwargs(torch.float32, torch.device("cpu"))
 
 
-def test_an_8_bit_base_trains_every_peft_method_like_the_full_precision_one(smoke_ladder):
+def test_an_8_bit_base_trains_a_peft_and_a_bottleneck_method_like_the_full_precision_one(smoke_ladder):
+    """LoRA (peft's own 8-bit layers) and AdapterH (sweeper's adapters around an 8-bit linear); the other
+    methods' layers are peft's (P-Tuning, (IA)3) or the same adapters (AdapterP, Parallel)."""
     pytest.importorskip("bitsandbytes")
     from bitsandbytes.nn import Linear8bitLt
 
@@ -132,3 +134,18 @@ def test_fp32_cells_are_priced_at_the_fp32_peak():
     overridden = make_plan(load_space("astraios", ["cost.fp32_peak_tflops=156"]))
     fft = next(e for e in overridden.estimates if e.method == "fft")
     assert fft.device_hours == pytest.approx(fft.flops / (156e12 * 0.4 * 3600))
+    # each peak has its own override: a 16-bit one leaves the table's fp32 peak
+    sixteen = make_plan(load_space("astraios", ["cost.peak_tflops=500"]))
+    fft = next(e for e in sixteen.estimates if e.method == "fft")
+    assert fft.device_hours == pytest.approx(fft.flops / (a100.fp32_tflops * 1e12 * 0.4 * 3600))
+
+
+def test_a_space_launched_before_the_new_fields_keeps_its_hash():
+    from sweeper.sweep.ledger import space_hash
+
+    dump = load_space("micro").model_dump(mode="json")
+    older = json.loads(json.dumps(dump))
+    del older["recipe"]["base_quantization"], older["cost"]["fp32_peak_tflops"]
+    assert space_hash(dump) == space_hash(older)
+    dump["recipe"]["base_quantization"] = "int8"
+    assert space_hash(dump) != space_hash(older)

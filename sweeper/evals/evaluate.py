@@ -73,7 +73,7 @@ def evaluate_model(
     lm = HFLanguageModel(loaded, batch_size=batch_size)
     own_sandbox = sandbox is None
     sandbox = sandbox or Sandbox()
-    jvm = _jvm_for(tasks)
+    jvm = _jvm_for(tasks, workers=sandbox.n_workers)
     rows: list[dict] = []
     timings: dict[str, float] = {}
     try:
@@ -81,11 +81,12 @@ def evaluate_model(
         for name in tasks:
             started = time.perf_counter()
             task = TASKS.get(name)()
+            before = _batches(sandbox, jvm)
             result = task.evaluate(lm, ctx)
             timings[name] = round(time.perf_counter() - started, 3)
             console.print(f"[dim]{name}: {timings[name]:.1f} s[/dim]")
             settings = {**ctx.settings(), **task.decoding_record(ctx), **result.details, "model": loaded.source,
-                        **_runner_settings(sandbox, jvm), "batch_size": batch_size}
+                        **_runner_settings(sandbox, jvm, before), "batch_size": batch_size}
             rows.extend(_rows(name, result.metrics, settings))
             if out_dir is not None:
                 _save(Path(out_dir), name, result)
@@ -101,8 +102,9 @@ def evaluate_model(
     return rows
 
 
-def _jvm_for(tasks: list[str], timeout_s: float | None = None) -> JvmSandbox | None:
-    """A JVM sandbox when one of the tasks runs Java programs (it starts on its first program)."""
+def _jvm_for(tasks: list[str], timeout_s: float | None = None, workers: int | None = None) -> JvmSandbox | None:
+    """A JVM sandbox when one of the tasks runs Java programs (it starts on its first program), with as
+    many parallel programs as the Python sandbox beside it (one per evaluation worker in a sweep)."""
     from sweeper.evals.tasks import TASKS
 
     languages = {getattr(TASKS.get(name), "language", None) for name in tasks}
@@ -110,13 +112,19 @@ def _jvm_for(tasks: list[str], timeout_s: float | None = None) -> JvmSandbox | N
         return None
     from sweeper.evals.jvm_sandbox import JvmLimits, JvmSandbox
 
-    return JvmSandbox(JvmLimits(timeout_s=timeout_s) if timeout_s else None)
+    return JvmSandbox(JvmLimits(timeout_s=timeout_s) if timeout_s else None, workers=workers)
 
 
-def _runner_settings(sandbox: Sandbox, jvm: JvmSandbox | None) -> dict:
-    """The sandboxes that executed programs for a score, for its record (None: the task executed nothing)."""
-    return {"sandbox": sandbox.settings() if sandbox.started else None,
-            **({"jvm_sandbox": jvm.settings()} if jvm is not None and jvm.started else {})}
+def _batches(sandbox: Sandbox, jvm: JvmSandbox | None) -> tuple[int, int]:
+    return sandbox.batches, jvm.batches if jvm is not None else 0
+
+
+def _runner_settings(sandbox: Sandbox, jvm: JvmSandbox | None, before: tuple[int, int] = (0, 0)) -> dict:
+    """The sandboxes that ran programs for a score since `before` (`_batches`), for its record (None: the
+    task executed nothing)."""
+    python_ran, jvm_ran = (now > then for now, then in zip(_batches(sandbox, jvm), before, strict=True))
+    return {"sandbox": sandbox.settings() if python_ran else None,
+            **({"jvm_sandbox": jvm.settings()} if jvm is not None and jvm_ran else {})}
 
 
 def _rows(task: str, metrics: list, settings: dict) -> list[dict]:
@@ -169,11 +177,12 @@ def score_generations(
     jvm = _jvm_for([task], timeout_s)
     try:
         counts_before = sandbox.counts.copy()
+        before = _batches(sandbox, jvm)
         n_samples = min((len(g) for g in generations if isinstance(g, list)), default=0)
         ctx = Context(sandbox, data=data, jvm=jvm)
         result = runner.score(generations, ctx)
         outcomes = dict((sandbox.counts - counts_before) + (jvm.counts if jvm is not None else Counter()))
-        settings = {**ctx.settings(), **result.details, **_runner_settings(sandbox, jvm),
+        settings = {**ctx.settings(), **result.details, **_runner_settings(sandbox, jvm, before),
                     "generations": str(generations_path), "decoding": "not run here: the generations were given",
                     "samples_per_item": n_samples}
     finally:

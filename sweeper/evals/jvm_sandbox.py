@@ -162,10 +162,6 @@ class JvmSandbox(ProgramRunner):
         self.close()
 
     @property
-    def started(self) -> bool:
-        return self._started
-
-    @property
     def _as_root(self) -> bool:
         return os.geteuid() == 0
 

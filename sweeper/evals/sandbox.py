@@ -241,6 +241,7 @@ class ProgramRunner(ABC):
         self.n_workers = n_workers
         self._cache: dict[str, Outcome] = {}
         self.counts: Counter[str] = Counter()  # status -> distinct programs executed (rejected ones included)
+        self.batches = 0  # calls of `run`: whether a task used this runner (its outcomes may all be cached)
 
     @abstractmethod
     def start(self) -> None: ...
@@ -255,6 +256,7 @@ class ProgramRunner(ABC):
         `description` labels the progress bar; None shows none.
         """
         self.start()
+        self.batches += 1
         todo = [program for program in dict.fromkeys(programs) if program not in self._cache]
         if todo:
             self._execute(todo, description)
@@ -325,10 +327,6 @@ class Sandbox(ProgramRunner):
         self._started = False
         self._idle = queue.Queue()
 
-    @property
-    def started(self) -> bool:
-        """Whether any program ran (or the isolation was probed): a run that executed nothing records no sandbox."""
-        return self._started
 
     @property
     def isolation(self) -> list[str]:

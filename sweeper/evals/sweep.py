@@ -9,7 +9,8 @@ best done trial, the same rule the analysis joins on), rebuilt from the ledger's
     evals/<result>/<task>.<settings>/               generations (bigcode-evaluation-harness format)
     evals.parquet                    every row, rebuilt from the records after each one
 so an interrupted evaluation keeps what it finished, and a rerun skips (result, task, settings) that
-are already recorded. Models are evaluated where the node has room: one worker process per GPU, each on
+are already recorded. <settings> names the decoding the task used (its preset, or the run's overrides)
+and the problem limit; scoring a task again with other settings moves the earlier record aside. Models are evaluated where the node has room: one worker process per GPU, each on
 its own device, else one per CPU core with one torch thread each.
 """
 
@@ -66,8 +67,18 @@ def tuned_models(ledger: Ledger, cells: list[str] | None) -> list[dict[str, Any]
     return rows
 
 
+# Bumped when what a key covers changes: 2 = the decoding a task used (presets, overrides), not the options.
+SETTINGS_KEY_VERSION = 2
+
+
 def settings_key(task: str, n_samples: int | None, temperature: float | None, limit: int | None) -> str:
-    blob = json.dumps([task, n_samples, temperature, limit])
+    """Names a task's record for a result: the task, the decoding it uses with these options (a likelihood
+    task: none, whatever was asked) and the problem limit."""
+    from sweeper.evals.tasks import TASKS, Context
+
+    asked = Context(sandbox=None, n_samples=n_samples, temperature=temperature)
+    decoding = TASKS.get(task)().decoding_record(asked)["decoding"]  # not the overrides it did not take
+    blob = json.dumps([SETTINGS_KEY_VERSION, task, decoding, limit], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
@@ -98,8 +109,20 @@ def _evaluate_cell(row: dict[str, Any], tasks: list[str], n_samples: int | None,
                      "hardware": json.dumps(info["hardware"], sort_keys=True), "recorded_at": info["recorded_at"]}
                     for result in results]
             atomic_write_json(folder.eval_record(result_id(row), task, key), rows)
+            _supersede_other_settings(folder, result_id(row), task, key)
             recorded.extend(rows)
     return recorded
+
+
+def _supersede_other_settings(folder: SweepFolder, result: str, task: str, key: str) -> None:
+    """One record per result and task in evals.parquet: the analysis averages a task's scores per result, and
+    two decodings (greedy n=1, the paper's n=20) averaged would be neither. A record made with other settings
+    (or under an earlier key) is moved to `superseded/`, with a warning, once the new one is written."""
+    current = folder.eval_record(result, task, key)
+    for path in sorted(current.parent.glob(f"{task}.*.json")):
+        if path != current:
+            target = move_aside(path, path.parent.parent / "superseded")
+            warn(f"{path}: {task} was scored again with other settings; the earlier record moved to {target}")
 
 
 def _recorded(folder: SweepFolder, row: dict[str, Any], task: str, settings: str) -> bool:

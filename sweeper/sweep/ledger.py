@@ -32,7 +32,7 @@ import polars as pl
 
 from sweeper.core.errors import UserError
 from sweeper.core.io import atomic_write, atomic_write_json, create_json, move_aside
-from sweeper.schema import Trial, TrialReport
+from sweeper.schema import Trial, TrialReport, without_neutral_defaults
 from sweeper.sweep.folder import SweepFolder
 
 # Not bumped for `space_hash`: a column added as optional is read as null from older records, and older
@@ -101,7 +101,7 @@ def new_sweep_id() -> str:
 
 def space_hash(space: dict[str, Any]) -> str:
     """Fingerprint of a resolved space (its JSON dump): two launches with the same hash ran the same space."""
-    return hashlib.sha256(json.dumps(space, sort_keys=True).encode()).hexdigest()[:12]
+    return hashlib.sha256(json.dumps(without_neutral_defaults(space), sort_keys=True).encode()).hexdigest()[:12]
 
 
 class Ledger:
