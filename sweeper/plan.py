@@ -112,8 +112,11 @@ def evaluations(steps: int, eval_every: int) -> int:
     return 1 + steps // eval_every + (1 if steps % eval_every else 0)
 
 
-def trial_flops(total: int, trainable: int, train_tokens: int, eval_tokens: int) -> float:
-    return (4 * total + 2 * trainable) * train_tokens + 2 * total * eval_tokens
+def trial_flops(total: int, trainable: int, train_tokens: int, eval_tokens: int, recompute: bool = False) -> float:
+    """Forward 2 N T, backward 2 N T (activation gradients flow through a frozen base too) + 2 N_trainable T
+    (weight gradients), validation 2 N T_eval; with activation checkpointing (`recompute`) the forward pass
+    runs again during backward: + 2 N T (Korthikanti et al. 2022, section 5)."""
+    return (4 * total + 2 * trainable + (2 * total if recompute else 0)) * train_tokens + 2 * total * eval_tokens
 
 
 def estimate_cell(cell: Cell, trainable: int, total: int, peak_tflops: float, utilization: float,
@@ -122,7 +125,7 @@ def estimate_cell(cell: Cell, trainable: int, total: int, peak_tflops: float, ut
     train_tokens = cell.train_tokens
     eval_tokens = evaluations(recipe.steps, recipe.eval_every) * data.max_val_sequences * data.seq_len
     trials = cell.seeds * cell.search.trials
-    flops = trials * trial_flops(total, trainable, train_tokens, eval_tokens)
+    flops = trials * trial_flops(total, trainable, train_tokens, eval_tokens, recipe.gradient_checkpointing)
     device_hours = flops / (peak_tflops * 1e12 * utilization * 3600)
     return CellEstimate(
         cell_id=cell.id, method=cell.method, scale=cell.scale, total_params=total, trainable_params=trainable,
@@ -217,7 +220,7 @@ def to_json(plan: Plan) -> str:
                 "fp32_peak_tflops": plan.fp32_tflops,
                 "utilization": plan.utilization,
                 "usd_per_hour": plan.usd_per_hour,
-                "flops_formula": "(4 N + 2 N_trainable) T + 2 N T_eval, per trial",
+                "flops_formula": "(4 N + 2 N_trainable [+ 2 N with gradient checkpointing]) T + 2 N T_eval, per trial",
                 "gpu_memory_gib": plan.gpu_memory_gib,
             },
             "cells": [asdict(e) for e in plan.estimates],
@@ -273,7 +276,9 @@ def print_plan(plan: Plan) -> None:
     )
     console.print(
         ("trials = seeds x search trials. " if replicated else "")
-        + f"FLOPs = (4 N + 2 N_trainable) T + 2 N T_eval per trial; {space.cost.accelerator}: "
+        + "FLOPs = (4 N + 2 N_trainable) T + 2 N T_eval per trial"
+        + (" (+ 2 N T where activations are recomputed)" if any(c.recipe.gradient_checkpointing for c in plan.cells) else "")
+        + f"; {space.cost.accelerator}: "
         f"{plan.peak_tflops:g} TFLOP/s peak"
         + (f" ({plan.fp32_tflops:g} for fp32 cells)" if any(c.recipe.precision == "fp32" for c in plan.cells) else "")
         + f" x {plan.utilization:g} utilisation, ${plan.usd_per_hour:g}/device-hour."

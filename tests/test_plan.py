@@ -14,6 +14,8 @@ def test_flops_formula_by_hand():
     assert trial_flops(10**9, 10**9, 10**6, 10**4) == 6e15 + 2e13
     # frozen base with 1% trainable: (4 + 0.02) N T.
     assert trial_flops(10**9, 10**7, 10**6, 0) == pytest.approx(4.02e15)
+    # activation checkpointing runs the forward pass again: + 2 N T
+    assert trial_flops(10**9, 10**9, 10**6, 10**4, recompute=True) == 8e15 + 2e13
 
 
 def test_evaluation_count():
@@ -29,7 +31,8 @@ def test_cell_estimate_by_hand():
     train_tokens = 200 * 32 * 2048
     eval_tokens = 21 * 256 * 2048  # the whole guanaco-commits test split: at most 256 sequences (astraios.yaml)
     assert est.train_tokens == train_tokens and est.eval_tokens == eval_tokens
-    flops = 6 * 1000 * train_tokens + 2 * 1000 * eval_tokens
+    assert cell.recipe.gradient_checkpointing  # fp32 full fine-tuning recomputes its activations (astraios.yaml)
+    flops = (6 + 2) * 1000 * train_tokens + 2 * 1000 * eval_tokens
     assert est.flops == flops
     assert est.device_hours == pytest.approx(flops / (100e12 * 0.5 * 3600))
     assert est.usd == pytest.approx(2 * est.device_hours)
