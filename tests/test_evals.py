@@ -104,6 +104,18 @@ def test_bad_data_file_is_a_user_error(tmp_path):
         load_humanevalpack(tmp_path / "absent.jsonl")
 
 
+def test_a_data_folder_gives_its_jsonl_gz_before_its_jsonl(tmp_path):
+    from sweeper.evals.problems import data_jsonl
+
+    with pytest.raises(UserError, match=r"no format\.jsonl\.gz or format\.jsonl in this folder \(ReCode\)"):
+        data_jsonl(tmp_path, "format", "ReCode")
+    (tmp_path / "format.jsonl").write_text("{}\n")
+    assert data_jsonl(tmp_path, "format", "ReCode") == tmp_path / "format.jsonl"
+    (tmp_path / "format.jsonl.gz").write_bytes(b"")
+    assert data_jsonl(tmp_path, "format", "ReCode") == tmp_path / "format.jsonl.gz"
+    assert data_jsonl(tmp_path / "format.jsonl", "other", "ReCode") == tmp_path / "format.jsonl"  # a file as given
+
+
 def test_hub_unreachable_is_a_user_error(monkeypatch, tmp_path):
     import datasets
 

@@ -78,6 +78,24 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def jsonl_in_folder(folder: Path, stem: str) -> Path | None:
+    """`stem.jsonl.gz`, else `stem.jsonl`, in `folder` (a released data set, gzipped or not); None if neither."""
+    for name in (f"{stem}.jsonl.gz", f"{stem}.jsonl"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def data_jsonl(path: Path, stem: str, what: str) -> Path:
+    """The data file `--data` names: `path` itself, or, when it is a folder, the `stem` file in it."""
+    if not path.is_dir():
+        return path
+    found = jsonl_in_folder(path, stem)
+    if found is None:
+        raise UserError(f"{path}: no {stem}.jsonl.gz or {stem}.jsonl in this folder ({what})")
+    return found
+
+
 PACK_FIELDS = ("task_id", "prompt", "declaration", "docstring", "signature", "instruction",
                "canonical_solution", "test", "entry_point", "buggy_solution", "bug_type")
 

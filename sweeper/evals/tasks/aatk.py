@@ -47,7 +47,7 @@ from sweeper.core.hub import load_hub_dataset
 from sweeper.evals.decoding import Decoding, sample
 from sweeper.evals.lm import LanguageModel
 from sweeper.evals.metrics import Metric
-from sweeper.evals.problems import read_jsonl
+from sweeper.evals.problems import data_jsonl, jsonl_in_folder, read_jsonl
 from sweeper.evals.tasks.base import TASKS, Context, Task, TaskResult
 
 HF_ID = "moyix/asleep_keyboard"
@@ -94,7 +94,7 @@ class Scenario:
 def load_scenarios(data: Path | None = None) -> list[Scenario]:
     """The 54 DoW scenarios from a local `scenario_dow.jsonl[.gz]` (or a folder holding it), else the hub."""
     if data is not None:
-        rows, source = read_jsonl(_data_file(Path(data))), str(data)
+        rows, source = read_jsonl(data_jsonl(Path(data), DATA_FILE, "the AATK scenarios")), str(data)
     else:
         rows, source = _from_hub(), HF_ID
     scenarios = []
@@ -111,15 +111,6 @@ def load_scenarios(data: Path | None = None) -> list[Scenario]:
     if not scenarios:
         raise UserError(f"{source}: no scenarios")
     return scenarios
-
-
-def _data_file(data: Path) -> Path:
-    if data.is_dir():
-        for name in (f"{DATA_FILE}.jsonl.gz", f"{DATA_FILE}.jsonl"):
-            if (data / name).is_file():
-                return data / name
-        raise UserError(f"{data}: no {DATA_FILE}.jsonl[.gz] in this folder")
-    return data
 
 
 def _from_hub() -> list[dict]:
@@ -314,9 +305,9 @@ def custom_ql_rows(data: Path | None) -> list[dict]:
     """The custom queries as {path, text} rows: custom_ql.jsonl[.gz] next to the data file, else the
     folder $CUSTOM_QL (the repo's custom_ql/), else the HF copy's custom_ql/ if it ships one."""
     folder = (Path(data) if Path(data).is_dir() else Path(data).parent) if data is not None else None
-    for name in (f"{CUSTOM_QL_FILE}.jsonl.gz", f"{CUSTOM_QL_FILE}.jsonl"):
-        if folder is not None and (folder / name).is_file():
-            return read_jsonl(folder / name)
+    rows_file = jsonl_in_folder(folder, CUSTOM_QL_FILE) if folder is not None else None
+    if rows_file is not None:
+        return read_jsonl(rows_file)
     queries = Path(os.environ["CUSTOM_QL"]) if os.environ.get("CUSTOM_QL") else None
     if queries is None and data is None:
         try:

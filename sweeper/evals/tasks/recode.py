@@ -38,7 +38,7 @@ from sweeper.core.hub import load_hub_dataset
 from sweeper.evals.decoding import Decoding, sample
 from sweeper.evals.lm import LanguageModel, cut_at_stop
 from sweeper.evals.metrics import Metric
-from sweeper.evals.problems import read_jsonl
+from sweeper.evals.problems import data_jsonl, read_jsonl
 from sweeper.evals.tasks.base import TASKS, Context, Task, TaskResult
 
 RECODE_ID = "RaymondLi/perturbed_humaneval"
@@ -123,7 +123,7 @@ def load_recode(category: str, data: Path | None = None) -> list[ReCodeRow]:
 @functools.cache
 def _load(category: str, data: str | None) -> tuple[ReCodeRow, ...]:
     if data is not None:
-        path = _category_file(Path(data), category)
+        path = data_jsonl(Path(data), category, f"ReCode {category} data")
         source, raw = str(path), read_jsonl(path)
     else:
         source, raw = RECODE_ID, _from_hub(category)
@@ -146,16 +146,6 @@ def _load(category: str, data: str | None) -> tuple[ReCodeRow, ...]:
     _check_unique(rows, source)
     rows.sort(key=row_order)
     return tuple(rows)
-
-
-def _category_file(path: Path, category: str) -> Path:
-    if path.is_dir():
-        for name in (f"{category}.jsonl.gz", f"{category}.jsonl"):
-            if (path / name).is_file():
-                return path / name
-        raise UserError(f"{path}: no {category}.jsonl.gz or {category}.jsonl in this folder "
-                        f"(ReCode {category} data)")
-    return path
 
 
 def _from_hub(category: str) -> list[dict]:
