@@ -59,15 +59,15 @@ SpaceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
 class DataConfig(Frozen):
     """Instruction data. Examples are formatted OctoPack-style: `Question: ...\\n\\nAnswer: ...` + EOS."""
 
-    source: str = "local-code"  # registry sweeper.data.SOURCES: guanaco-commits | commitpackft | local-code | git
-    path: str | None = None  # a git repository for `git`; a local dataset folder for `commitpackft`
+    source: str = "local-code"  # registry sweeper.data.SOURCES: guanaco-commits | commitpackft | oasst | local-code | git
+    path: str | None = None  # a git repository for `git`; a local copy of the hub's folders for the hub sources
     seq_len: Annotated[int, Field(gt=0, le=MAX_TOKENS)] = 256  # tokens per packed training sequence
     loss_on: Literal["all", "answer"] = "all"  # Astraios computes the loss on all tokens
     max_examples: Annotated[int, Field(gt=0, le=MAX_EXAMPLES)] | None = None  # cap on instruction examples (train + validation)
     val_fraction: Fraction = 0.05  # share of examples held out, chosen by content hash (sources without a released split)
     max_val_sequences: Sequences = 64  # validation sequences per evaluation (bounds eval cost)
     languages: tuple[str, ...] = ("python",)  # CommitPackFT languages
-    with_oasst: bool = True  # CommitPackFT + OASST, as Astraios (bigcode/guanaco-commits)
+    with_oasst: bool = True  # `commitpackft`: add OctoPack's OASST pairs (bigcode/oasst-octopack), as OctoPack did
 
 
 class Recipe(Frozen):

@@ -215,10 +215,49 @@ def test_commitpackft_offline_is_a_clear_error(monkeypatch, tmp_path):
     assert "\n" not in message
 
 
+def write_oasst(copy, conversations, lang="en"):
+    """A local copy of bigcode/oasst-octopack: one conversation per line, as released."""
+    folder = copy / "oasst-octopack"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"conversations": [{"text": text, "role": role} for role, text in messages], "lang": lang}
+            for messages in conversations]
+    (folder / "oasst_octopack.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_oasst_keeps_each_conversations_first_question_and_answer(monkeypatch, tmp_path):
+    """OctoPack's rule (octopack README): the first two messages of each tree are the question and the
+    answer; later turns are dropped, and a tree without an answer gives no example."""
+    import datasets
+
+    from sweeper.data.oasst import OasstOctopack
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
+    write_oasst(tmp_path / "copy", [
+        [("user", "What is a monad?"), ("assistant", "A monoid in endofunctors."), ("user", "Simpler?"),
+         ("assistant", "A wrapper with bind.")],
+        [("user", "¿Qué es una escala de blues?"), ("assistant", "Una escala pentatónica.")],
+        [("user", "Unanswered question")],
+    ])
+    examples = OasstOctopack().examples(DataConfig(source="oasst", path=str(tmp_path / "copy")))
+    assert examples == [Example("What is a monad?", "A monoid in endofunctors."),
+                        Example("¿Qué es una escala de blues?", "Una escala pentatónica.")]
+
+
+def test_oasst_without_its_columns_is_a_clear_error(monkeypatch, tmp_path):
+    import datasets
+
+    from sweeper.data.oasst import OasstOctopack
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
+    folder = tmp_path / "copy" / "oasst-octopack"
+    folder.mkdir(parents=True)
+    (folder / "oasst_octopack.jsonl").write_text(json.dumps({"prompt": "Say hi", "completion": "hi"}) + "\n")
+    with pytest.raises(UserError, match=r"no column 'conversations'.*oasst-octopack"):
+        OasstOctopack().examples(DataConfig(source="oasst", path=str(tmp_path / "copy")))
+
+
 def test_commitpackft_from_a_local_copy(monkeypatch, tmp_path):
     import datasets
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")
     python = tmp_path / "copy" / "commitpackft" / "data" / "python"
@@ -228,9 +267,7 @@ def test_commitpackft_from_a_local_copy(monkeypatch, tmp_path):
         {"old_contents": "", "new_contents": "print(1)\n", "message": "Print one", "subject": "Print one"},
     ]
     (python / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    oasst = tmp_path / "copy" / "guanaco-commits" / "data"
-    oasst.mkdir(parents=True)
-    pq.write_table(pa.table({"prompt": ["Say hi"], "completion": ["hi"]}), oasst / "train-00000-of-00001.parquet")
+    write_oasst(tmp_path / "copy", [[("user", "Say hi"), ("assistant", "hi")]])
 
     examples = CommitPackFT().examples(DataConfig(source="commitpackft", path=str(tmp_path / "copy")))
     assert set(examples) == {

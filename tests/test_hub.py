@@ -26,6 +26,7 @@ def loaders():
         "guanaco-commits": (lambda: SOURCES.get("guanaco-commits").splits(DataConfig(source="guanaco-commits")),
                             "data.path"),
         "commitpackft": (lambda: SOURCES.get("commitpackft").examples(DataConfig(source="commitpackft")), "data.path"),
+        "oasst": (lambda: SOURCES.get("oasst").examples(DataConfig(source="oasst")), "data.path"),
         "humanevalpack": (lambda: load_humanevalpack(None, "java"), "--data PATH"),
         "aatk": (lambda: aatk.load_scenarios(None), "--data PATH"),
         "recode": (lambda: (recode._load.cache_clear(), recode.load_recode("natgen"))[1], "--data PATH"),
@@ -34,7 +35,7 @@ def loaders():
     }
 
 
-@pytest.mark.parametrize("name", ["guanaco-commits", "commitpackft", "humanevalpack", "aatk", "recode", "codexglue"])
+@pytest.mark.parametrize("name", ["guanaco-commits", "commitpackft", "oasst", "humanevalpack", "aatk", "recode", "codexglue"])
 def test_offline_hub_loads_fail_with_one_line_saying_what_to_do(unreachable, name):
     load, hint = loaders()[name]
     with pytest.raises(UserError) as err:

@@ -232,11 +232,17 @@ def case_git(tmp_path):
     return DataConfig(source="git", path=str(repo)), None, change
 
 
-def case_commitpackft(tmp_path):
-    """A local copy in the hub's layout: commitpackft/data/<language>/data.jsonl + guanaco-commits parquet."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def write_oasst(copy, conversations):
+    """bigcode/oasst-octopack's layout and schema: one conversation per line of oasst_octopack.jsonl."""
+    folder = copy / "oasst-octopack"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"conversations": [{"text": text, "role": role} for role, text in messages], "lang": "en"}
+            for messages in conversations]
+    (folder / "oasst_octopack.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
 
+
+def case_commitpackft(tmp_path):
+    """A local copy in the hub's layout: commitpackft/data/<language>/data.jsonl + oasst-octopack."""
     copy = tmp_path / "copy"
     python = copy / "commitpackft" / "data" / "python"
     python.mkdir(parents=True)
@@ -250,15 +256,24 @@ def case_commitpackft(tmp_path):
     ]
     data = python / "data.jsonl"
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    oasst = copy / "guanaco-commits" / "data"
-    oasst.mkdir(parents=True)
-    pq.write_table(pa.table({"prompt": ["Say hi"], "completion": ["hi"]}), oasst / "train-00000-of-00001.parquet")
+    write_oasst(copy, [[("user", "Say hi"), ("assistant", "hi")]])
 
     def change():
         rows[0]["subject"] = "Set x to 2"  # OctoPack's question is the subject (then the old file)
         data.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
     return DataConfig(source="commitpackft", path=str(copy)), None, change
+
+
+def case_oasst(tmp_path):
+    copy = tmp_path / "copy"
+    conversations = [[("user", f"Question {n}?"), ("assistant", f"Answer {n}.")] for n in range(40)]
+    write_oasst(copy, conversations)
+
+    def change():
+        write_oasst(copy, conversations[:-1])
+
+    return DataConfig(source="oasst", path=str(copy)), None, change
 
 
 def case_guanaco_commits(tmp_path):
@@ -284,6 +299,7 @@ SOURCE_CASES = {
     "git": {"repo": case_git},
     "commitpackft": {"local-copy": case_commitpackft},
     "guanaco-commits": {"local-copy": case_guanaco_commits},
+    "oasst": {"local-copy": case_oasst},
 }
 SOURCE_RUNS = [(source, case) for source in SOURCES.names() for case in SOURCE_CASES.get(source, {"missing": None})]
 

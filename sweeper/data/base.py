@@ -7,7 +7,7 @@ Astraios) or on the answer and its EOS only (`loss_on: answer`; labels are -100 
 `octopack_prompt` is the one place that format is written; the evaluation tasks use it too.
 
 Sources live beside this file, one per module, in the registry `SOURCES` (`guanaco_commits`, the
-paper's data with its released split; `commitpackft`, `local_code`, `git`, split by content hash). A source is handed the files to mine when `data.path` is not given (the ladder's
+paper's data with its released split; `commitpackft`, `oasst`, `local_code`, `git`, split by content hash). A source is handed the files to mine when `data.path` is not given (the ladder's
 held-out code, `Ladder.instruction_files`): no source knows about ladders.
 
 Without a released split, examples are deduplicated and split train / validation by the sha256 of
