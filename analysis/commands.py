@@ -182,11 +182,14 @@ def _points(text: str | None) -> tuple[tuple[float, ...], ...]:
 
 def _print_summary(analysis) -> None:
     """The main study's tables (extrapolation, parameters, comparison, backtest) on the terminal."""
-    from analysis.report import forecast_blocks, print_blocks, study_blocks
+    from analysis.report import findings_blocks, forecast_blocks, print_blocks, study_blocks
 
     main = analysis.main
     if main.outlook is not None:
         print_blocks(f"{analysis.source.name}: forecast of {main.y} ({len(main.data.y)} points)", forecast_blocks(analysis))
+    findings = findings_blocks(analysis)
+    if findings:
+        print_blocks(f"{analysis.source.name}: the paper's findings at this size", findings)
     title = f"{main.y} ~ {main.law.formula} (x = {', '.join(main.x)}; {analysis.options.level:.0%} bootstrap intervals)"
     print_blocks(title, study_blocks(main, analysis.options.level, "Single-law fits"))
     _print_warnings(analysis)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import bootstrap
+from analysis import bootstrap, paper
 from analysis.curves import INDEPENDENT, JOINT, NOT_CONVERGED, Curve, Failure, describe_failures
 from analysis.downstream import LIKELIHOOD, LINK_P_VALUE, SCORED_BY, Link, ScorePrediction
 from analysis.forecast import summarize
@@ -48,7 +48,7 @@ def build(analysis: Analysis, figures: list[Path]) -> list[Block]:
     """The first screen answers (forecasts with their intervals, who wins where, the calibration, the
     warnings, the main figure); the source, parameter tables and method details come after it."""
     main, level = analysis.main, analysis.options.level
-    blocks = forecast_blocks(analysis)
+    blocks = forecast_blocks(analysis) + findings_blocks(analysis)
     if analysis.warnings:
         blocks += [Block("h2", "Warnings"), Block("list", items=tuple(analysis.warnings))]
     headline = next((path for path in figures if path.stem == "forecast"), None)
@@ -105,6 +105,21 @@ def forecast_blocks(analysis: Analysis) -> list[Block]:
                                      f"**{w.label}: {w.best}** ({w.probability:.0%})" for w in outlook.win) + "."))
     blocks.append(Block("p", _calibration_text(analysis)))
     return blocks + _replicate_blocks(analysis)
+
+
+def findings_blocks(analysis: Analysis) -> list[Block]:
+    """The paper's findings, each with what this study measured and whether it agrees (analysis.paper);
+    then what the study cannot speak to. Only for a grid of Astraios methods over scales."""
+    if not paper.applies(analysis):
+        return []
+    rows = [(finding.claim, f"**{finding.verdict}**", finding.evidence) for finding in paper.check_findings(analysis)]
+    blocks = [Block("h2", "Astraios' findings, checked on this study"),
+              Block("p", paper.learning_rate_policy(analysis)),
+              Block("table", items=(("the paper found", "here", "what this study measured"), rows))]
+    limits = paper.limits(analysis)
+    if limits:
+        blocks += [Block("h3", "What this study cannot speak to"), Block("list", items=tuple(limits))]
+    return blocks
 
 
 def _replicate_blocks(analysis: Analysis) -> list[Block]:
@@ -425,6 +440,7 @@ def _method_blocks(analysis: Analysis) -> list[Block]:
 def print_blocks(title: str, blocks: list[Block]) -> None:
     """Headings, paragraphs and tables on the terminal (figures are files: not shown)."""
     from rich.table import Table
+    from rich.text import Text
 
     console = make_console()
     console.rule(title)
@@ -440,7 +456,7 @@ def print_blocks(title: str, blocks: list[Block]) -> None:
             headers, rows = block.items
             table = Table(*headers, show_edge=False, pad_edge=False)
             for row in rows:
-                table.add_row(*(str(cell) for cell in row))
+                table.add_row(*(Text(str(cell).replace("**", "")) for cell in row))
             console.print(table)
 
 

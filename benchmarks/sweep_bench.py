@@ -2,7 +2,7 @@
 
     python benchmarks/sweep_bench.py overhead [--steps 150]   # one cell: launch grid vs in-process
     python benchmarks/sweep_bench.py makespan                 # the micro grid vs sum(cell times)/concurrency
-    python benchmarks/sweep_bench.py mainjob                  # `sweeper launch grid`, cold and warm cache
+    python benchmarks/sweep_bench.py mainjob [--keep DIR]     # `sweeper launch grid`, cold and warm cache
 
 `overhead` times the fft / l cell (the slowest micro cell) three ways, each a new Python process so
 that imports count on both sides: `sweeper.train.loop.run_trial` called directly; `sweeper launch grid`
@@ -44,10 +44,13 @@ main()
 """
 
 
-def timed(command: list[str], env: dict[str, str] | None = None) -> float:
+def timed(command: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> float:
+    """Seconds the command took; `log`: where its stdout and stderr are written."""
     started = time.perf_counter()
     result = subprocess.run(command, env={**os.environ, **(env or {})}, capture_output=True, text=True)
     seconds = time.perf_counter() - started
+    if log is not None:
+        log.write_text(result.stdout + result.stderr)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return seconds
@@ -88,11 +91,15 @@ def makespan() -> dict:
             "ideal_s": round(ideal, 1), "ratio": round(wall / ideal, 3)}
 
 
-def mainjob() -> dict:
+def mainjob(keep: Path | None) -> dict:
+    """Cold (empty cache: the ladder is built first) and warm; `keep`: where the warm sweep is left
+    (its report is the one the README quotes)."""
     with tempfile.TemporaryDirectory() as scratch:
         env = {"SWEEPER_CACHE": str(Path(scratch) / "cache")}
+        warm_out = keep or Path(scratch) / "warm"
         cold = timed([PYTHON, "-m", "sweeper", "launch", "grid", "--out", str(Path(scratch) / "cold")], env)
-        warm = timed([PYTHON, "-m", "sweeper", "launch", "grid", "--out", str(Path(scratch) / "warm")], env)
+        warm = timed([PYTHON, "-m", "sweeper", "launch", "grid", "--out", str(warm_out)], env,
+                     log=keep.with_suffix(".log") if keep else None)
     return {"what": "mainjob", "cold_s": round(cold, 1), "warm_s": round(warm, 1)}
 
 
@@ -100,8 +107,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=("overhead", "makespan", "mainjob"))
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--keep", type=Path, help="mainjob: leave the warm run's sweep folder here")
     args = parser.parse_args()
-    result = {"overhead": lambda: overhead(args.steps), "makespan": makespan, "mainjob": mainjob}[args.what]()
+    result = {"overhead": lambda: overhead(args.steps), "makespan": makespan,
+              "mainjob": lambda: mainjob(args.keep)}[args.what]()
     result.update(command=f"python benchmarks/sweep_bench.py {' '.join(sys.argv[1:])}",
                   measured_at=time.strftime("%Y-%m-%d %H:%M"), cpus=os.cpu_count())
     print(json.dumps(result), flush=True)

@@ -253,9 +253,11 @@ def test_yes_no_tasks_score_answers(sandbox):
     always_right = ScriptedLM(lambda p, i: "\nYES" if truth[p] else "\nNO")
     values = {m.name: m.value for m in TASKS.get("defect-detection-proxy")().evaluate(always_right, ctx).metrics}
     assert values == {"accuracy": 1.0, "macro_f1": 1.0}
-    likes_right = ScriptedLM(lambda context, option: (0.0 if (option == "\nYES") == bool(truth[context]) else -5.0, 1))
+    # content-free questions (not in `truth`): no preference, so calibration changes nothing
+    likes_right = ScriptedLM(lambda context, option: (
+        0.0 if context not in truth or (option == "\nYES") == bool(truth[context]) else -5.0, 1))
     values = {m.name: m.value for m in TASKS.get("defect-detection-proxy-ll")().evaluate(likes_right, ctx).metrics}
-    assert values == {"accuracy": 1.0, "macro_f1": 1.0}
+    assert values == {"accuracy": 1.0, "macro_f1": 1.0, "accuracy_uncalibrated": 1.0}
 
 
 def test_choice_tasks_rank_by_likelihood(sandbox):

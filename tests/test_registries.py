@@ -372,6 +372,7 @@ LIMIT = 2
 PASS = {"pass@1": LIMIT}
 CHOICE = {"accuracy": LIMIT, "accuracy_norm": LIMIT, "nll": LIMIT}
 YES_NO = {"accuracy": LIMIT, "macro_f1": LIMIT}
+YES_NO_CALIBRATED = {**YES_NO, "accuracy_uncalibrated": LIMIT}
 DETECTION = {"accuracy": LIMIT, "macro_f1": LIMIT, "valid_rate": LIMIT, "valid_accuracy": LIMIT, "valid_f1": LIMIT}
 # task -> {metric: items it scores with `limit=LIMIT`, one sample each, on `VALID` below}
 TASK_METRICS = {
@@ -388,9 +389,10 @@ TASK_METRICS = {
     "humanevalfix-ll": CHOICE,
     "clone-detection-proxy": YES_NO,
     "defect-detection-proxy": YES_NO,
-    "clone-detection-proxy-ll": YES_NO,
-    "defect-detection-proxy-ll": YES_NO,
+    "clone-detection-proxy-ll": YES_NO_CALIBRATED,
+    "defect-detection-proxy-ll": YES_NO_CALIBRATED,
     "security-proxy": {"insecure_rate": LIMIT, "valid_rate": LIMIT},
+    "humaneval-line-end": {"exact_match": LIMIT},
     "defect-detection": DETECTION,
     "clone-detection": DETECTION,
     # the first two DoW scenarios (CWE-502-0, CWE-502-2: Python, judged by bandit here), one completion each

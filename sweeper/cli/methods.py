@@ -18,14 +18,22 @@ if TYPE_CHECKING:
 LadderOption = Annotated[str, typer.Option("--ladder", help="A ladder from `sweeper ladder show`.")]
 ScaleOption = Annotated[str, typer.Option("--scale", help="A scale of that ladder.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+SizedLikeOption = Annotated[str | None, typer.Option(
+    "--sized-like", metavar="SPACE@SCALE",
+    help="Instead: size each of SPACE's methods on every scale of --ladder so that its trainable fraction is "
+         "nearest the one it has on SCALE (sweeper/methods/sizing.py), and print the settings as overrides.")]
 
 
 def methods(
-    ladder: LadderOption = "starcoderbase", scale: ScaleOption = "1b", json_: JsonOption = False
+    ladder: LadderOption = "starcoderbase", scale: ScaleOption = "1b", json_: JsonOption = False,
+    sized_like: SizedLikeOption = None,
 ) -> None:
     """List tuning methods with trainable and total parameters on a ladder's scale (default settings)."""
     from sweeper.ladders import get_ladder
 
+    if sized_like is not None:
+        _sized_like(ladder, sized_like, json_)
+        return
     arch = get_ladder(ladder).scale(scale).arch
     rows = _method_rows(arch, show_progress=not json_)
     if json_:
@@ -78,3 +86,31 @@ def _print_table(ladder: str, scale: str, rows: list[dict[str, Any]]) -> None:
                 row["description"],
             )
     console().print(table)
+
+
+def _sized_like(ladder: str, reference: str, json_: bool) -> None:
+    """`--sized-like`: the matched settings per scale, as a table and a space's overrides block."""
+    from rich.table import Table
+
+    from sweeper.ladders import get_ladder
+    from sweeper.methods.sizing import match_ladder, overrides_yaml
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # peft's warnings while counting on the meta device (see _method_rows)
+        _, matched = match_ladder(ladder, list(get_ladder(ladder).scales), reference)
+    if json_:
+        rows = [{"scale": scale, "method": size.method, "settings": size.settings, "trainable": size.trainable,
+                 "total": size.total, "trainable_pct": 100 * size.fraction,
+                 "reference_pct": 100 * size.reference_fraction} for scale, sizes in matched.items() for size in sizes]
+        typer.echo(json.dumps({"ladder": ladder, "sized_like": reference, "methods": rows}, indent=2))
+        return
+    table = Table(title=f"methods on {ladder}, sized like {reference} (nearest trainable fraction)")
+    for column in ("scale", "method", "setting", "trainable", "trainable %", f"% on {reference}"):
+        table.add_column(column, justify="left" if column in ("scale", "method", "setting") else "right")
+    for scale, sizes in matched.items():
+        for size in sorted(sizes, key=lambda size: -size.trainable):
+            setting = ", ".join(f"{key} {value}" for key, value in size.settings.items()) or "-"
+            table.add_row(scale, size.method, setting, f"{size.trainable:,}", f"{100 * size.fraction:.3f}",
+                          f"{100 * size.reference_fraction:.3f}")
+    console().print(table)
+    typer.echo(overrides_yaml(matched))

@@ -32,11 +32,13 @@ from sweeper.core.io import atomic_write, atomic_write_json, move_aside
 from sweeper.sweep.folder import SweepFolder
 from sweeper.sweep.ledger import CELL_COLUMNS, Ledger, best_trials, result_id, warn
 
-# Tiny models score ~0 on executed pass@1: the likelihood-ranked variants give them a graded signal.
-# The YES/NO ones (clone-/defect-detection-proxy-ll) are left out here: every micro model gave the same
-# answer to every pair (accuracy 0.5 on all 28 cells), so they carry no signal at this size.
+# Tiny models score ~0 on executed pass@1: the likelihood-ranked variants give them a graded signal, and
+# two scores that are not a likelihood of reference text test "loss predicts downstream" without
+# circularity (issue 14): the YES/NO questions answered by contextually calibrated likelihoods (without
+# calibration every micro model gave one answer to every pair) and the exact match of greedy line ends.
 DEFAULT_TASKS = {
-    "micro": ["humanevalsynthesize-ll", "humanevalfix-ll"],
+    "micro": ["humanevalsynthesize-ll", "humanevalfix-ll", "clone-detection-proxy-ll", "defect-detection-proxy-ll",
+              "humaneval-line-end"],
     "micro-smoke": ["humanevalsynthesize-ll"],
 }
 # The paper's benchmarks, for every other ladder (Astraios section 4).

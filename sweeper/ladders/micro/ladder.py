@@ -27,24 +27,25 @@ def _arch(n_layer: int, n_embd: int, n_head: int, vocab_size: int) -> Arch:
                 vocab_size=vocab_size, n_positions=N_POSITIONS)
 
 
-# Every scale sees the same 1.54M training tokens (1500 steps x 4 x 256; the corpus has 2.9M, so no
-# token is seen twice), as StarCoderBase's scales all saw the same 1T: the ladder varies size only.
-# The budget is step-limited (~1 token per parameter at the largest scale), so small batches win:
-# at equal tokens, 4-sequence batches (twice the steps) beat 8 by 0.1-0.25 nats of validation loss
-# at every scale, and run as fast per token on one core. The peak lr falls with width, roughly as
-# 1/width (Adam moves every weight by ~lr, so a layer's output moves ~width x lr: muP's rule), each
-# value the best of a short sweep; one shared lr (3e-3) made the largest scale worse than the one
-# below it. Warmup is 10% of the steps: with 50 steps, how fast the small scales left the initial
-# plateau varied with the seed (final losses up to 0.09 nats apart, enough to reorder neighbouring
-# scales); with 150 every scale ends lower and seeds agree within 0.04. Sweeps and the real ladder's
-# numbers: benchmarks/ladder.md.
-STEPS = 1500
+# Tokens per scale (issue 14): a budget per scale that falls with size in tokens per parameter, as
+# StarCoderBase's did (1T tokens: ~1,000 per parameter at 1B, ~65 at 15.5B), at the level two cores
+# allow in about seven minutes: xs ~20 tokens per parameter (Chinchilla's compute-optimal ratio),
+# s ~10, m ~4, l ~2, every scale under one epoch of the 2.95M-token corpus (no token seen twice). The
+# largest scale bounds the build: it pretrains on one core while the three others follow each other on
+# the other (l 2,800 steps ~ 7 min; xs + s + m ~ 7.7 min). It is still ~50x below StarCoderBase's
+# ratios, which the micro report says. Batches of 4 sequences: at equal tokens they beat 8 by 0.1-0.25
+# nats at every scale (a step-limited budget favours more steps) and run as fast per token on one core.
+# The peak lr falls with width, roughly as 1/width (Adam moves every weight by ~lr, so a layer's output
+# moves ~width x lr: muP's rule), each value the best of a short sweep; one shared lr (3e-3) made the
+# largest scale worse than the one below it. Warmup is 10% of the steps: with too short a warmup, how
+# fast the small scales left the initial plateau varied with the seed, enough to reorder neighbouring
+# scales. Sweeps and the ladder's numbers: benchmarks/ladder.md.
 LADDER_TABLE: dict[str, tuple[tuple[int, int, int], PretrainRecipe]] = {
-    # name: ((n_layer, n_embd, n_head), recipe)
-    "xs": ((2, 24, 2), PretrainRecipe(lr=6e-3, warmup_steps=150, steps=STEPS)),
-    "s": ((3, 48, 4), PretrainRecipe(lr=3e-3, warmup_steps=150, steps=STEPS)),
-    "m": ((4, 80, 5), PretrainRecipe(lr=2e-3, warmup_steps=150, steps=STEPS)),
-    "l": ((5, 128, 8), PretrainRecipe(lr=1.5e-3, warmup_steps=150, steps=STEPS)),
+    # name: ((n_layer, n_embd, n_head), recipe); tokens = steps x 4 x 256
+    "xs": ((2, 24, 2), PretrainRecipe(lr=6e-3, warmup_steps=240, steps=2_420)),  # 2.48M tokens, 20 per parameter
+    "s": ((3, 48, 4), PretrainRecipe(lr=3e-3, warmup_steps=280, steps=2_830)),  # 2.90M, 9.8 per parameter
+    "m": ((4, 80, 5), PretrainRecipe(lr=2e-3, warmup_steps=250, steps=2_500)),  # 2.56M, 4.0 per parameter
+    "l": ((5, 128, 8), PretrainRecipe(lr=1.5e-3, warmup_steps=280, steps=2_800)),  # 2.87M, 2.0 per parameter
 }
 
 
@@ -60,7 +61,7 @@ class MicroLadder(Ladder):
         recipes: dict[str, PretrainRecipe] | None = None,
         *,
         name: str = "micro",
-        description: str = "GPTBigCode 0.12M-1.4M parameters, pretrained by sweeper on this machine's Python code",
+        description: str = "GPTBigCode 0.12M-1.4M parameters, pretrained by sweeper on this machine's Python code (20 to 2 tokens per parameter)",
     ) -> None:
         self.name, self.description = name, description
         self.corpus = corpus or CorpusConfig()
