@@ -25,6 +25,8 @@ BOOTSTRAP = 2000
 INTERVAL = 0.90  # of the bootstrap intervals on correlations
 ROBUSTNESS_TASKS = ("recode-", "robustness-proxy")
 SECURITY_TASKS = ("aatk-", "security-proxy")
+# Data sources that mine the same kind of code the micro ladder pretrains on (its held-out files by default).
+FROM_THE_PRETRAINING_LIBRARY = ("local-code",)
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,11 @@ def limits(analysis: Analysis) -> list[str]:
                     "Pretraining: " + ", ".join(f"{scale} {ratio:.2g}" for scale, ratio in ratios)
                     + f" tokens per parameter (StarCoderBase: {min(paper):.0f}-{max(paper):.0f}); the base models are "
                       "far less trained than the paper's, so fine-tuning moves them further.")
+    data = (analysis.source.manifest.get("space") or {}).get("data") or {}
+    if data.get("source") in FROM_THE_PRETRAINING_LIBRARY:
+        notes.append(f"Fine-tuning data: `{data['source']}` pairs mined from code like the pretraining corpus's (held-out "
+                     "files of the same library), so fine-tuning is close to continued pretraining; the paper tunes "
+                     "models pretrained on The Stack on commits and conversations (CommitPackFT + OASST).")
     tasks = set(analysis.source.evals["task"].to_list()) if analysis.source.evals is not None else set()
     executed = {"humanevalsynthesize", "humanevalfix", "humanevalexplain"}
     if not tasks & executed:

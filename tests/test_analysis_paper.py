@@ -1,5 +1,7 @@
 """The report's check of Astraios' findings: verdicts computed from the study, not written in."""
 
+import json
+
 import polars as pl
 import pytest
 from test_analysis_sweep import SCALES, _shift_loss, make_sweep
@@ -53,13 +55,16 @@ def test_verdicts_follow_the_data_when_fft_loses_everywhere(run_cli, tmp_path):
     assert verdict == "contradicts" and "at 0 of 4 scales" in evidence
 
 
-def test_learning_rates_that_differ_by_method_are_called_out(run_cli, tmp_path):
+def test_learning_rates_that_differ_by_method_and_data_like_pretraining_are_called_out(run_cli, tmp_path):
     folder = make_sweep(tmp_path / "sweep" / "micro")
     ledger = pl.read_parquet(folder / "cells.parquet")
     ledger.with_columns(pl.when(pl.col("method") == "ia3").then(1e-2).otherwise(pl.col("lr")).alias("lr")) \
         .write_parquet(folder / "cells.parquet")
+    (folder / "manifest.json").write_text(json.dumps(
+        {"space": {"name": "micro", "ladder": "micro", "data": {"source": "local-code"}}, "plan": {}}))
     markdown = report(run_cli, folder, tmp_path / "out")
     assert "Learning rates differ by method" in markdown and "ia3 0.01" in markdown
+    assert "close to continued pretraining" in markdown
 
 
 def test_a_table_of_other_groups_gets_no_findings_section(run_cli, tmp_path):

@@ -1,5 +1,6 @@
 """Method sizes on the micro ladder follow the paper's: the rule (sweeper.methods.sizing) and micro.yaml."""
 
+import json
 import warnings
 
 import pytest
@@ -14,7 +15,10 @@ from sweeper.space import expand, load_space
 def matched():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return match_ladder("micro", ["xs", "s", "m", "l"], "astraios@1b")
+        astraios = load_space("astraios", [])
+        micro = get_ladder("micro")
+        return match_ladder({name: scale.arch for name, scale in micro.scales.items()},
+                            get_ladder("starcoderbase").scale("1b").arch, dict(astraios.methods))
 
 
 def trainable_by_method(space_name: str, scale: str) -> dict[str, int]:
@@ -64,3 +68,12 @@ def test_a_bad_reference_is_a_one_line_error(run_cli, reference):
     code, out, err = run_cli("methods", "--ladder", "micro", "--sized-like", reference)
     assert code == 2 and not out, (out, err)
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_command_prints_the_matched_settings_as_json(run_cli):
+    code, out, err = run_cli("methods", "--ladder", "micro", "--sized-like", "astraios@1b", "--json")
+    assert code == 0, err
+    rows = {(row["scale"], row["method"]): row for row in json.loads(out)["methods"]}
+    assert len(rows) == 28
+    assert rows[("l", "adapterh")]["settings"] == {"bottleneck_size": 25}
+    assert rows[("l", "ia3")]["settings"] == {} and rows[("l", "fft")]["trainable_pct"] == 100

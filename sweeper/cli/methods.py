@@ -94,10 +94,17 @@ def _sized_like(ladder: str, reference: str, json_: bool) -> None:
 
     from sweeper.ladders import get_ladder
     from sweeper.methods.sizing import match_ladder, overrides_yaml
+    from sweeper.space import load_space
 
+    space_name, _, scale_name = reference.partition("@")
+    if not space_name or not scale_name:
+        raise UserError(f"--sized-like {reference!r}: expected SPACE@SCALE, e.g. astraios@1b")
+    space = load_space(space_name, [])
+    target = get_ladder(ladder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # peft's warnings while counting on the meta device (see _method_rows)
-        _, matched = match_ladder(ladder, list(get_ladder(ladder).scales), reference)
+        _, matched = match_ladder({name: scale.arch for name, scale in target.scales.items()},
+                                  get_ladder(space.ladder).scale(scale_name).arch, dict(space.methods))
     if json_:
         rows = [{"scale": scale, "method": size.method, "settings": size.settings, "trainable": size.trainable,
                  "total": size.total, "trainable_pct": 100 * size.fraction,

@@ -105,6 +105,14 @@ class HashSplitSource(ABC):
 
 
 SOURCES: Registry[Source] = Registry("data source")
+# Where the hub sources (guanaco-commits, commitpackft, oasst) read from without `data.path`: the
+# bigcode datasets on the HF hub, through fsspec's hf:// protocol.
+HUB_ROOT = "hf://datasets/bigcode"
+
+
+def hub_root(config: DataConfig) -> str:
+    """The folder a hub source reads: `data.path` (a local copy in the hub's layout), else the hub."""
+    return str(Path(config.path).expanduser()) if config.path else HUB_ROOT
 
 
 def prepare_data(config: DataConfig, tokenizer: PreTrainedTokenizerBase, *, seed: int = 0,

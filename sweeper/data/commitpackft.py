@@ -6,11 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.core.hub import load_hub_dataset
-from sweeper.data.base import SOURCES, Example, HashSplitSource
+from sweeper.data.base import SOURCES, Example, HashSplitSource, hub_root
 from sweeper.data.oasst import load_oasst, oasst_examples
 from sweeper.schema import DataConfig
-
-HUB_ROOT = "hf://datasets/bigcode"
 
 
 class CommitPackFT(HashSplitSource):
@@ -22,7 +20,7 @@ class CommitPackFT(HashSplitSource):
     bigcode/commitpackft --local-dir PATH/commitpackft`)."""
 
     def _load(self, config: DataConfig) -> list[tuple[str, Any]]:
-        root = str(Path(config.path).expanduser()) if config.path else HUB_ROOT
+        root = hub_root(config)
         loaded = [(files, _load_commits(files))
                   for files in (f"{root}/commitpackft/data/{language}/data.jsonl" for language in config.languages)]
         return [*loaded, load_oasst(config, "commitpackft")] if config.with_oasst else loaded

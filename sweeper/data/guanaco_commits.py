@@ -15,10 +15,9 @@ from typing import Any
 
 from sweeper.core.errors import UserError
 from sweeper.core.hub import load_hub_dataset
-from sweeper.data.base import SOURCES, Example
+from sweeper.data.base import SOURCES, Example, hub_root
 from sweeper.schema import DataConfig
 
-HUB_ROOT = "hf://datasets/bigcode"
 SPLITS = ("train", "test")
 
 
@@ -29,7 +28,7 @@ class GuanacoCommits:
         return False
 
     def _load(self, config: DataConfig) -> dict[str, Any]:
-        root = str(Path(config.path).expanduser()) if config.path else HUB_ROOT
+        root = hub_root(config)
         return {split: _load_split(f"{root}/guanaco-commits/data/{split}-*.parquet") for split in SPLITS}
 
     def identity(self, config: DataConfig, files: list[Path] | None = None) -> dict[str, Any]:

@@ -11,21 +11,22 @@ holding `oasst-octopack/oasst_octopack.jsonl` as on the hub; else from the hub i
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sweeper.core.errors import UserError
 from sweeper.core.hub import load_hub_dataset
-from sweeper.data.base import SOURCES, Example, HashSplitSource
+from sweeper.data.base import SOURCES, Example, HashSplitSource, hub_root
 from sweeper.schema import DataConfig
 
-HUB_ROOT = "hf://datasets/bigcode"
+if TYPE_CHECKING:
+    from pathlib import Path
+
 FILE = "oasst-octopack/oasst_octopack.jsonl"
 
 
 def load_oasst(config: DataConfig, asked_by: str) -> tuple[str, Any]:
     """(the file, its dataset) for `config.path` or the hub; `asked_by` names the source in errors."""
-    root = str(Path(config.path).expanduser()) if config.path else HUB_ROOT
+    root = hub_root(config)
     files = f"{root}/{FILE}"
     dataset = load_hub_dataset(
         f"{files} for data.source '{asked_by}'", "it needs network access to the HF hub, or data.path pointing "

@@ -100,21 +100,13 @@ def reference_fractions(arch: Arch, methods: dict[str, dict[str, Any]]) -> dict[
     return {method: fraction_of(arch, method, settings)[2] for method, settings in methods.items()}
 
 
-def match_ladder(ladder: str, scales: list[str], reference: str) -> tuple[dict[str, float], dict[str, list[MatchedSize]]]:
-    """`reference` = "SPACE@SCALE": that space's methods and their fractions on that scale, and for each
-    of `ladder`'s `scales` the same methods matched to them (the space's own settings as the base)."""
-    from sweeper.core.errors import UserError
-    from sweeper.ladders import get_ladder
-    from sweeper.space import load_space
-
-    space_name, _, scale_name = reference.partition("@")
-    if not space_name or not scale_name:
-        raise UserError(f"--sized-like {reference!r}: expected SPACE@SCALE, e.g. astraios@1b")
-    space = load_space(space_name, [])
-    fractions = reference_fractions(get_ladder(space.ladder).scale(scale_name).arch, dict(space.methods))
-    target = get_ladder(ladder)
-    matched = {scale: [match_size(target.scale(scale).arch, method, dict(space.methods[method]), fraction)
-                       for method, fraction in fractions.items()] for scale in scales}
+def match_ladder(archs: dict[str, Arch], reference: Arch, methods: dict[str, dict[str, Any]]
+                 ) -> tuple[dict[str, float], dict[str, list[MatchedSize]]]:
+    """Each method's fraction on the `reference` model with its `methods` settings, and for each scale
+    of `archs` (name -> architecture) the same methods matched to them (those settings as the base)."""
+    fractions = reference_fractions(reference, methods)
+    matched = {scale: [match_size(arch, method, dict(methods[method]), fraction)
+                       for method, fraction in fractions.items()] for scale, arch in archs.items()}
     return fractions, matched
 
 
