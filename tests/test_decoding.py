@@ -140,3 +140,21 @@ def test_scoring_again_with_other_settings_moves_the_earlier_record_aside(tmp_pa
     assert list((old.parent.parent / "superseded").iterdir())
     assert "scored again with other settings" in capsys.readouterr().err
     assert folder.eval_records() == sorted([new, other_task])
+
+
+def test_a_task_whose_scoring_changed_names_its_records_anew():
+    """The YES/NO likelihood tasks became calibrated (version 2): a record scored before is not current."""
+    import hashlib
+    import json as json_module
+
+    from sweeper.evals.sweep import SETTINGS_KEY_VERSION, settings_key
+    from sweeper.evals.tasks import TASKS
+
+    assert TASKS.get("clone-detection-proxy-ll").version == 2
+    before = hashlib.sha256(json_module.dumps([SETTINGS_KEY_VERSION, "clone-detection-proxy-ll", None, 40],
+                                              sort_keys=True).encode()).hexdigest()[:10]
+    assert settings_key("clone-detection-proxy-ll", None, None, 40) != before
+    # a version-1 task keeps the name its records had before tasks had versions
+    same = hashlib.sha256(json_module.dumps([SETTINGS_KEY_VERSION, "humanevalfix-ll", None, 40],
+                                            sort_keys=True).encode()).hexdigest()[:10]
+    assert settings_key("humanevalfix-ll", None, None, 40) == same

@@ -79,8 +79,11 @@ def settings_key(task: str, n_samples: int | None, temperature: float | None, li
     from sweeper.evals.tasks import TASKS, Context
 
     asked = Context(sandbox=None, n_samples=n_samples, temperature=temperature)
-    decoding = TASKS.get(task)().decoding_record(asked)["decoding"]  # not the overrides it did not take
-    blob = json.dumps([SETTINGS_KEY_VERSION, task, decoding, limit], sort_keys=True)
+    scorer = TASKS.get(task)
+    decoding = scorer().decoding_record(asked)["decoding"]  # not the overrides it did not take
+    # A task at version 1 keeps the names its records had before tasks had versions.
+    version = [] if scorer.version == 1 else [scorer.version]
+    blob = json.dumps([SETTINGS_KEY_VERSION, task, decoding, limit, *version], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 

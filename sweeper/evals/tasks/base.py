@@ -103,6 +103,9 @@ class Task(ABC):
     name: ClassVar[str]
     summary: ClassVar[str]  # one line for `--help` and the docs: what is measured and how
     decoding: ClassVar[Decoding | None] = None  # the paper's sampling for this task; None: it generates nothing
+    # Bumped when what the task scores changes, so that records scored before are not taken for current
+    # ones (the version is part of a record's name: `sweeper.evals.sweep.settings_key`).
+    version: ClassVar[int] = 1
 
     def decoding_record(self, ctx: Context) -> dict:
         """What is recorded with the task's scores about its sampling: the decoding used and any

@@ -126,6 +126,7 @@ class YesNoLikelihood(Task):
     the calibration changed; the details give the prior and the share of YES answers either way."""
 
     base: type[YesNoTask]
+    version = 2  # 1: uncalibrated (yes > no)
 
     def evaluate(self, lm: LanguageModel, ctx: Context) -> TaskResult:
         task = self.base()
