@@ -45,12 +45,12 @@ def applies(analysis: Analysis) -> bool:
 
 def check_findings(analysis: Analysis, seed: int = 0) -> list[Finding]:
     rng = np.random.default_rng(seed)
-    table = _points(analysis)
+    means = _means(analysis)
     return [
-        _fft_best(analysis, table),
-        _lora_tradeoff(table),
+        _fft_best(analysis, means),
+        _lora_tradeoff(means),
         _scale_dependent(analysis),
-        _small_predicts_large(table),
+        _small_predicts_large(means),
         _loss_indicates_downstream(analysis, rng),
         _robustness_security(analysis),
     ]
@@ -81,57 +81,59 @@ def learning_rate_policy(analysis: Analysis) -> str:
 
 
 @dataclass(frozen=True)
-class _Points:
-    method: np.ndarray  # (n,) method name per point
-    level: np.ndarray  # (n,) scale index
+class _Means:
+    """The study's points averaged per scale and method (replicates together), once for every finding."""
+
     level_names: list[str]
-    loss: np.ndarray
-    trainable: np.ndarray | None
+    loss: dict[int, dict[str, float]]  # scale index -> method -> mean validation loss
+    trainable: dict[int, dict[str, float]] | None  # the same for trainable parameters, where recorded
 
 
-def _points(analysis: Analysis) -> _Points:
-    data = analysis.main.data
-    frame = analysis.frame
-    trainable = frame["trainable_params"].to_numpy().astype(float) if "trainable_params" in frame.columns else None
-    return _Points(np.array([data.group_names[g] for g in data.groups]), analysis.levels, analysis.level_names,
-                   data.y.astype(float), trainable)
+def _means(analysis: Analysis) -> _Means:
+    data, frame = analysis.main.data, analysis.frame
+    methods = np.array([data.group_names[g] for g in data.groups])
+
+    def per_scale(values: np.ndarray) -> dict[int, dict[str, float]]:
+        means: dict[int, dict[str, float]] = {}
+        for level in sorted(set(analysis.levels.tolist())):
+            at = analysis.levels == level
+            means[level] = {m: float(values[at & (methods == m)].mean()) for m in sorted(set(methods[at]))}
+        return means
+
+    trainable = (per_scale(frame["trainable_params"].to_numpy().astype(float))
+                 if "trainable_params" in frame.columns else None)
+    return _Means(analysis.level_names, per_scale(data.y.astype(float)), trainable)
 
 
-def _per_scale_means(table: _Points, values: np.ndarray) -> dict[int, dict[str, float]]:
-    """scale index -> method -> mean value over the scale's runs of the method (replicates averaged)."""
-    means: dict[int, dict[str, float]] = {}
-    for level in sorted(set(table.level.tolist())):
-        at = table.level == level
-        means[level] = {m: float(values[at & (table.method == m)].mean()) for m in sorted(set(table.method[at]))}
-    return means
+def _verdict(holds: list[bool]) -> str:
+    """Reproduced where the finding holds in every case, contradicted where it holds in none."""
+    return REPRODUCES if all(holds) else CONTRADICTS if not any(holds) else MIXED
 
 
-def _fft_best(analysis: Analysis, table: _Points) -> Finding:
+def _fft_best(analysis: Analysis, means: _Means) -> Finding:
     claim = "FFT generally leads to the best performance across all scales (abstract; section 4)."
-    means = _per_scale_means(table, table.loss)
-    best = {level: min(by_method, key=by_method.get) for level, by_method in means.items()}
-    won = [table.level_names[level] for level, method in best.items() if method == "fft"]
+    best = {level: min(by_method, key=by_method.get) for level, by_method in means.loss.items()}
+    won = [means.level_names[level] for level, method in best.items() if method == "fft"]
     evidence = f"lowest validation loss at {len(won)} of {len(best)} scales ({', '.join(won) or 'none'})"
     outlook = analysis.main.outlook
     if outlook is not None and outlook.win:
         evidence += "; beyond the largest scale, best " + ", ".join(
             f"at {w.label}: {w.best} ({w.probability:.0%} of forecast draws)" for w in outlook.win)
-    verdict = REPRODUCES if len(won) == len(best) else CONTRADICTS if not won else MIXED
-    return Finding(claim, verdict, evidence + ".")
+    return Finding(claim, _verdict([method == "fft" for method in best.values()]), evidence + ".")
 
 
-def _lora_tradeoff(table: _Points) -> Finding:
+def _lora_tradeoff(means: _Means) -> Finding:
     claim = "LoRA usually offers the most favourable trade-off between cost and performance (abstract)."
-    if table.trainable is None or "lora" not in set(table.method):
+    losses, sizes = means.loss, means.trainable
+    if sizes is None or not any("lora" in by_method for by_method in losses.values()):
         return Finding(claim, UNTESTED, "LoRA was not run, or trainable parameters are not recorded.")
-    losses, sizes = _per_scale_means(table, table.loss), _per_scale_means(table, table.trainable)
     front = []
     for level, by_method in losses.items():
         # LoRA is on the Pareto front when no method trains at most as many parameters and reaches a lower loss
         dominated = any(sizes[level][m] <= sizes[level]["lora"] and loss < by_method["lora"]
                         for m, loss in by_method.items() if m != "lora")
         if not dominated:
-            front.append(table.level_names[level])
+            front.append(means.level_names[level])
     n = len(losses)
     verdict = REPRODUCES if len(front) * 2 > n else CONTRADICTS if not front else MIXED
     return Finding(claim, verdict, f"LoRA is on the front of trainable parameters vs. validation loss (no method "
@@ -159,14 +161,13 @@ def _scale_dependent(analysis: Analysis) -> Finding:
                                    f"with scale{order}.")
 
 
-def _small_predicts_large(table: _Points) -> Finding:
+def _small_predicts_large(means: _Means) -> Finding:
     claim = "The tuning effectiveness observed in small models generalises well to larger models (abstract)."
-    means = _per_scale_means(table, table.loss)
-    levels = sorted(means)
-    small, large = means[levels[0]], means[levels[-1]]
+    levels = sorted(means.loss)
+    small, large = means.loss[levels[0]], means.loss[levels[-1]]
     common = sorted(set(small) & set(large))
     tau = kendall(np.array([small[m] for m in common]), np.array([large[m] for m in common]))
-    names = f"{table.level_names[levels[0]]} vs. {table.level_names[levels[-1]]}"
+    names = f"{means.level_names[levels[0]]} vs. {means.level_names[levels[-1]]}"
     if not np.isfinite(tau.statistic):
         return Finding(claim, UNTESTED, f"the rankings at {names} cannot be compared.")
     verdict = REPRODUCES if tau.statistic > 0 and tau.p_value < 0.1 else CONTRADICTS if tau.statistic <= 0 else MIXED
@@ -192,8 +193,7 @@ def _loss_indicates_downstream(analysis: Analysis, rng: np.random.Generator) -> 
         why = "no downstream score that is not itself a likelihood varies across the cells"
         return Finding(claim, UNTESTED, why + (f" (likelihood-scored, nearly circular: {', '.join(circular)})"
                                                if circular else "") + ".")
-    holds = [low * sign > 0 and high * sign > 0 for _, _, low, high, sign in tested]
-    verdict = REPRODUCES if all(holds) else CONTRADICTS if not any(holds) else MIXED
+    verdict = _verdict([low * sign > 0 and high * sign > 0 for _, _, low, high, sign in tested])
     text = "; ".join(f"{name}: Spearman {number(rho, 2)} [{number(low, 2)}, {number(high, 2)}]"
                      for name, rho, low, high, _ in tested)
     likelihood_tasks = sorted({name.split(" ")[0] for name in circular})
@@ -228,8 +228,7 @@ def _robustness_security(analysis: Analysis) -> Finding:
     if not trends:
         return Finding(claim, UNTESTED, "no robustness (ReCode) or security (AATK) score varies across these cells: "
                                         "models this small pass no executed task and write no code to judge.")
-    holds = [worse for _, _, worse in trends]
-    verdict = REPRODUCES if all(holds) else CONTRADICTS if not any(holds) else MIXED
+    verdict = _verdict([worse for _, _, worse in trends])
     text = "; ".join(f"{name}: Spearman with scale {number(trend.statistic, 2)} (p {number(trend.p_value, 2)})"
                      for name, trend, _ in trends)
     return Finding(claim, verdict, f"{text}.")

@@ -19,6 +19,7 @@ with each setting, so the nearest value is found by bisection on counts made on 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ def match_size(arch: Arch, method: str, base: dict[str, Any], reference_fraction
         trainable, total, _ = fraction_of(arch, method, base)
         return MatchedSize(method, {}, trainable, total, reference_fraction)
 
+    @functools.cache  # the bisection, the last comparison and the result count the same values again
     def counted(value: int) -> tuple[int, int, float]:
         return fraction_of(arch, method, base | setting.settings(value))
 
