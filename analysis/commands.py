@@ -37,6 +37,9 @@ WhereOption = Annotated[str | None, typer.Option("--where", help="Keep rows wher
 SeedOption = Annotated[int, typer.Option("--seed", min=0, help="Seed of the bootstrap resampling.")]
 OutOption = Annotated[str | None, typer.Option(
     "--out", help="Output folder (default: <sweep>/analysis, or analysis-<file stem> in the current folder).")]
+AgainstOption = Annotated[str | None, typer.Option(
+    "--against", help="Another sweep of the same grid under the other fair design (one learning rate for all vs. "
+                      "a per-cell search with the same budget): the report shows the method ranking under both.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the results as JSON.")]
 
 
@@ -55,6 +58,7 @@ def _shared_options(
     where: WhereOption = None,
     seed: SeedOption = 0,
     out: OutOption = None,
+    against: AgainstOption = None,
     json_: JsonOption = False,
 ) -> None:
     """The options `fit` and `report` share: both commands take their signature from this one."""
@@ -82,7 +86,7 @@ def fit(**given: Any) -> None:
 
     holdout_largest, json_ = given["holdout_largest"], given["json_"]
     analysis, table, folder, written = _run(given["source"], _options(given), given["out"], quiet=json_,
-                                            backtest=holdout_largest, with_report=False)
+                                            backtest=holdout_largest, with_report=False, against=given["against"])
     if json_:
         typer.echo(json.dumps(to_json(analysis, table), default=str))
         return
@@ -96,7 +100,7 @@ def report(**given: Any) -> None:
 
     json_ = given["json_"]
     analysis, table, folder, written = _run(given["source"], _options(given), given["out"], quiet=json_,
-                                            backtest=True, with_report=True)
+                                            backtest=True, with_report=True, against=given["against"])
     if json_:
         typer.echo(json.dumps({**to_json(analysis, table),
                                "written": [str(p) for p in written]}, default=str))
@@ -131,9 +135,10 @@ _options_of(fit, inspect.Parameter("holdout_largest", inspect.Parameter.POSITION
 _options_of(report)
 
 
-def _run(source: str, options, out: str | None, quiet: bool, backtest: bool, with_report: bool):
+def _run(source: str, options, out: str | None, quiet: bool, backtest: bool, with_report: bool,
+         against: str | None = None):
     """Analyse, then write tables, figures (and the report) into the output folder; returns the analysis,
-    its results table, the folder and the files written."""
+    its results table, the folder and the files written. `against`: another design's sweep (--against)."""
     from analysis.pipeline import analyze, progress
     from analysis.plots import write_figures
     from analysis.report import write_report
@@ -142,11 +147,12 @@ def _run(source: str, options, out: str | None, quiet: bool, backtest: bool, wit
     from analysis.workers import pool
 
     loaded = load_source(source)
+    other = load_source(against) if against is not None else None
     folder = Path(out) if out else (SweepFolder(loaded.path).analysis if loaded.is_sweep
                                     else Path(f"analysis-{loaded.path.stem}"))
     check_writable(folder)  # before the work, not after it
     with pool(), progress(enabled=not quiet) as step:
-        analysis = analyze(loaded, options, backtest=backtest, step=step)
+        analysis = analyze(loaded, options, backtest=backtest, step=step, against=other)
         step("writing figures")
         folder.mkdir(parents=True, exist_ok=True)
         table = results_table(analysis)
@@ -182,12 +188,12 @@ def _points(text: str | None) -> tuple[tuple[float, ...], ...]:
 
 def _print_summary(analysis) -> None:
     """The main study's tables (extrapolation, parameters, comparison, backtest) on the terminal."""
-    from analysis.report import findings_blocks, forecast_blocks, print_blocks, study_blocks
+    from analysis.report import design_blocks, findings_blocks, forecast_blocks, print_blocks, study_blocks
 
     main = analysis.main
     if main.outlook is not None:
         print_blocks(f"{analysis.source.name}: forecast of {main.y} ({len(main.data.y)} points)", forecast_blocks(analysis))
-    findings = findings_blocks(analysis)
+    findings = findings_blocks(analysis) + design_blocks(analysis)
     if findings:
         print_blocks(f"{analysis.source.name}: the paper's findings at this size", findings)
     title = f"{main.y} ~ {main.law.formula} (x = {', '.join(main.x)}; {analysis.options.level:.0%} bootstrap intervals)"

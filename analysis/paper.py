@@ -56,30 +56,6 @@ def check_findings(analysis: Analysis, seed: int = 0) -> list[Finding]:
     ]
 
 
-def learning_rate_policy(analysis: Analysis) -> str:
-    """How the methods' learning rates were set, which a method ranking depends on (issue 14 item 1):
-    searched per cell (the sweep's space says so), one for all, or one per method."""
-    frame = analysis.frame
-    if "lr" not in frame.columns or "method" not in frame.columns:
-        return "The learning rate of each run is not recorded in this table."
-    space = analysis.source.manifest.get("space") or {}
-    trials = (space.get("search") or {}).get("trials", 1)
-    searched_by_rule = any(key.startswith("search.") for rule in space.get("overrides") or () for key in rule["set"])
-    if trials > 1 or searched_by_rule:
-        budget = f"{trials} trials per cell" if not searched_by_rule else "a search set per cell by the space's overrides"
-        return (f"Learning rates: searched per cell ({budget}), so a ranking compares methods at their own best "
-                "step size; it is fair only where every method had the same search budget.")
-    by_method = {method: sorted(set(frame.filter(frame["method"] == method)["lr"].to_list()))
-                 for method in dict.fromkeys(frame["method"].to_list())}
-    values = {lr for lrs in by_method.values() for lr in lrs}
-    if len(values) == 1:
-        return (f"Learning rate: one for every method ({number(values.pop(), 3)}), as the paper (1e-4 for every "
-                "method); a method that needs a larger step is ranked at this one.")
-    listed = "; ".join(f"{method} {', '.join(number(lr, 3) for lr in lrs)}" for method, lrs in by_method.items())
-    return (f"Learning rates differ by method ({listed}): a ranking mixes each method with its step size. For a fair "
-            "comparison use one learning rate for all, or the per-cell search with the same budget for every method.")
-
-
 @dataclass(frozen=True)
 class _Means:
     """The study's points averaged per scale and method (replicates together), once for every finding."""
@@ -259,7 +235,11 @@ def limits(analysis: Analysis) -> list[str]:
                     + f" tokens per parameter (StarCoderBase: {min(paper):.0f}-{max(paper):.0f}); the base models are "
                       "far less trained than the paper's, so fine-tuning moves them further.")
     data = (analysis.source.manifest.get("space") or {}).get("data") or {}
-    if data.get("source") in FROM_THE_PRETRAINING_LIBRARY:
+    if data.get("source") in FROM_THE_PRETRAINING_LIBRARY and data.get("packages"):
+        notes.append(f"Fine-tuning data: `{data['source']}` docstring -> function pairs from third-party packages "
+                     f"({', '.join(data['packages'])}), code the ladder did not pretrain on; the paper tunes on commits "
+                     "and conversations (CommitPackFT + OASST), whose instructions are natural language, not docstrings.")
+    elif data.get("source") in FROM_THE_PRETRAINING_LIBRARY:
         notes.append(f"Fine-tuning data: `{data['source']}` pairs mined from code like the pretraining corpus's (held-out "
                      "files of the same library), so fine-tuning is close to continued pretraining; the paper tunes "
                      "models pretrained on The Stack on commits and conversations (CommitPackFT + OASST).")

@@ -23,6 +23,7 @@ from analysis import bootstrap, downstream, workers
 from analysis.backtest import Backtest, run_backtest
 from analysis.compare import Comparison, compare, preferred
 from analysis.curves import INDEPENDENT, JOINT, Curves, describe_failures, fit_curves
+from analysis.designs import SideBySide, side_by_side
 from analysis.diagnostics import forecast_warnings
 from analysis.fitting import FitData
 from analysis.forecast import (
@@ -151,6 +152,7 @@ class Analysis:
     ranking: list[downstream.RankAgreement]  # of the groups by y, between consecutive scales
     links: list[downstream.Link]
     link_law: Law
+    designs: SideBySide | None = None  # the ranking beside another design's sweep (--against)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # about the single-law fits' bootstrap intervals
     provenance: dict = field(default_factory=dict)
@@ -172,8 +174,9 @@ def progress(enabled: bool) -> Iterator[Callable[[str], None]]:
 
 
 def analyze(source: Source, options: Options, backtest: bool = False,
-            step: Callable[[str], None] = lambda _: None) -> Analysis:
-    """Run the whole analysis; bad input raises UserError before anything is written."""
+            step: Callable[[str], None] = lambda _: None, against: Source | None = None) -> Analysis:
+    """Run the whole analysis; bad input raises UserError before anything is written. `against`: another
+    design of the same grid (a sweep), whose method ranking is shown beside this one's."""
     where = str(source.path)
     table = filter_rows(add_columns(source.table, list(options.define), where), options.where, where)
     x = options.x or ((SWEEP_X,) if source.is_sweep else None)
@@ -197,6 +200,7 @@ def analyze(source: Source, options: Options, backtest: bool = False,
     _check_positive(frame, law, x, where)
     groups, group_names = _groups(frame, by)
     levels, level_names = _levels(frame, size, x[0])
+    compared = side_by_side(source, against, level_names) if against is not None else None
     if options.holdout_largest and len(level_names) < 2:
         raise UserError(f"{where}: --holdout-largest needs at least two values of {size!r}; found {len(level_names)}")
     rng = np.random.default_rng(options.seed)
@@ -224,7 +228,7 @@ def analyze(source: Source, options: Options, backtest: bool = False,
     analysis = Analysis(
         source=source, options=options, by=by, size=size, frame=frame, levels=levels, level_names=level_names,
         main=main, alternative=alternative, ranking=ranking, links=links, link_law=link_law,
-        warnings=warnings, provenance=provenance.collect(),
+        designs=compared, warnings=warnings, provenance=provenance.collect(),
     )
     loud, quiet = _fit_warnings(analysis)
     analysis.warnings.extend(loud)

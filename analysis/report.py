@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import bootstrap, paper
+from analysis import bootstrap, designs, paper
 from analysis.curves import INDEPENDENT, JOINT, NOT_CONVERGED, Curve, Failure, describe_failures
 from analysis.downstream import LIKELIHOOD, LINK_P_VALUE, SCORED_BY, Link, ScorePrediction
 from analysis.forecast import summarize
@@ -48,7 +48,7 @@ def build(analysis: Analysis, figures: list[Path]) -> list[Block]:
     """The first screen answers (forecasts with their intervals, who wins where, the calibration, the
     warnings, the main figure); the source, parameter tables and method details come after it."""
     main, level = analysis.main, analysis.options.level
-    blocks = forecast_blocks(analysis) + findings_blocks(analysis)
+    blocks = forecast_blocks(analysis) + findings_blocks(analysis) + design_blocks(analysis)
     if analysis.warnings:
         blocks += [Block("h2", "Warnings"), Block("list", items=tuple(analysis.warnings))]
     headline = next((path for path in figures if path.stem == "forecast"), None)
@@ -114,11 +114,33 @@ def findings_blocks(analysis: Analysis) -> list[Block]:
         return []
     rows = [(finding.claim, f"**{finding.verdict}**", finding.evidence) for finding in paper.check_findings(analysis)]
     blocks = [Block("h2", "Astraios' findings, checked on this study"),
-              Block("p", paper.learning_rate_policy(analysis)),
+              Block("p", designs.learning_rate_policy(analysis.frame, analysis.source.manifest)),
               Block("table", items=(("the paper found", "here", "what this study measured"), rows))]
     limits = paper.limits(analysis)
     if limits:
         blocks += [Block("h3", "What this study cannot speak to"), Block("list", items=tuple(limits))]
+    return blocks
+
+
+def design_blocks(analysis: Analysis) -> list[Block]:
+    """The method ranking under this sweep's design and the other's (--against), scale by scale."""
+    side = analysis.designs
+    if side is None:
+        return []
+    this, other = side.designs
+    blocks = [Block("h2", f"Method ranking under two designs: {this.name} and {other.name}"),
+              Block("list", items=(f"{this.name}: {this.policy}", f"{other.name}: {other.policy}"))]
+    rows = [(a.scale, " > ".join(a.orders[0]), " > ".join(a.orders[1]), number(a.tau.statistic, 2),
+             "yes" if a.orders[0][0] == a.orders[1][0] else "no") for a in side.scales]
+    blocks.append(Block("table", items=(("scale", f"{this.name} (lowest loss first)", f"{other.name}",
+                                         "Kendall tau", "same best"), rows)))
+    largest = side.scales[-1].scale
+    methods = sorted(set(this.loss[largest]) & set(other.loss[largest]), key=this.loss[largest].get)
+    blocks += [Block("p", f"At {largest}: each method's validation loss and the learning rate it trained at "
+                          "(the median of its results) under each design."),
+               Block("table", items=(("method", f"{this.name} loss", "lr", f"{other.name} loss", "lr"), [
+                   (m, number(this.loss[largest][m]), number(this.lr[largest][m], 3), number(other.loss[largest][m]),
+                    number(other.lr[largest][m], 3)) for m in methods]))]
     return blocks
 
 

@@ -179,8 +179,20 @@ def to_json(analysis: Analysis, table: pl.DataFrame) -> dict:
         # The fit to act on: the forecast where there is one; the better single-law fit beside it.
         "scales": analysis.level_names, "preferred_fit": analysis.main.headline,
         "preferred_single_fit": analysis.main.preferred,
-        "forecast": _forecast_json(analysis),
+        "forecast": _forecast_json(analysis), "designs": _designs_json(analysis),
         "warnings": analysis.warnings, "notes": analysis.notes, "provenance": analysis.provenance, "results": rows,
+    }
+
+
+def _designs_json(analysis: Analysis) -> dict | None:
+    """The ranking beside another design's sweep (--against): each design's policy, and per scale both orders."""
+    side = analysis.designs
+    if side is None:
+        return None
+    return {
+        "designs": [{"sweep": d.name, "policy": d.policy, "loss": d.loss, "lr": d.lr} for d in side.designs],
+        "scales": [{"scale": a.scale, "orders": list(a.orders), "kendall_tau": a.tau.statistic,
+                    "same_best": a.orders[0][0] == a.orders[1][0]} for a in side.scales],
     }
 
 

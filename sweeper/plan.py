@@ -268,8 +268,9 @@ def print_plan(plan: Plan) -> None:
     console = make_console()
     console.print(table)
     data, recipe = space.data, space.recipe
+    origin = f" ({data.path})" if data.path else f" (packages {', '.join(data.packages)})" if data.packages else ""
     console.print(
-        f"data: {data.source}{f' ({data.path})' if data.path else ''}, {data.seq_len}-token sequences, loss on "
+        f"data: {data.source}{origin}, {data.seq_len}-token sequences, loss on "
         f"{'all tokens' if data.loss_on == 'all' else 'answers'}, at most {data.max_val_sequences} validation "
         f"sequences; recipe: lr {recipe.lr:g} {recipe.schedule}, {recipe.steps} steps x {recipe.global_batch} "
         f"sequences, {_precisions(plan.cells)}"

@@ -61,6 +61,9 @@ class DataConfig(Frozen):
 
     source: str = "local-code"  # registry sweeper.data.SOURCES: guanaco-commits | commitpackft | oasst | local-code | git
     path: str | None = None  # a git repository for `git`; a local copy of the hub's folders for the hub sources
+    # `local-code`: mine these installed packages (import names) instead of a folder; other sources ignore it,
+    # as they ignore `languages`, so that `--set data.source=...` works on a space that sets it.
+    packages: tuple[str, ...] = ()
     seq_len: Annotated[int, Field(gt=0, le=MAX_TOKENS)] = 256  # tokens per packed training sequence
     loss_on: Literal["all", "answer"] = "all"  # Astraios computes the loss on all tokens
     max_examples: Annotated[int, Field(gt=0, le=MAX_EXAMPLES)] | None = None  # cap on instruction examples (train + validation)
@@ -209,7 +212,8 @@ def trains_base(method: str) -> bool:
 # Fields added after sweeps were recorded: at their default they are left out of a cell's id and of a
 # space's hash, so that a sweep recorded before them keeps its cells and its launches (the default is
 # what those ran). (section, field, default) of a resolved space or cell dump.
-ID_NEUTRAL_DEFAULTS = (("recipe", "base_quantization", "none"), ("cost", "fp32_peak_tflops", None))
+ID_NEUTRAL_DEFAULTS = (("recipe", "base_quantization", "none"), ("cost", "fp32_peak_tflops", None),
+                       ("data", "packages", []))
 
 
 def without_neutral_defaults(dump: dict[str, Any]) -> dict[str, Any]:

@@ -65,6 +65,10 @@ def test_learning_rates_that_differ_by_method_and_data_like_pretraining_are_call
     markdown = report(run_cli, folder, tmp_path / "out")
     assert "Learning rates differ by method" in markdown and "ia3 0.01" in markdown
     assert "close to continued pretraining" in markdown
+    (folder / "manifest.json").write_text(json.dumps({"space": {
+        "name": "micro", "ladder": "micro", "data": {"source": "local-code", "packages": ["rich"]}}, "plan": {}}))
+    markdown = report(run_cli, folder, tmp_path / "out2")
+    assert "third-party packages (rich)" in markdown and "continued pretraining" not in markdown
 
 
 def test_a_table_of_other_groups_gets_no_findings_section(run_cli, tmp_path):

@@ -1,5 +1,6 @@
 """Instruction data: OctoPack format, packing, label masking, split, fingerprint, cache, sources."""
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from sweeper.ladders.micro.corpus import collect_corpus
 from sweeper.ladders.micro.ladder import MICRO
 from sweeper.ladders.micro.tokenizer import as_transformers, train_tokenizer
 from sweeper.schema import DataConfig
+from sweeper.space import load_space
 
 EXAMPLES = [
     Example("Add two numbers.", "def add(a, b):\n    return a + b\n"),
@@ -159,6 +161,32 @@ def test_local_code_mines_only_heldout_files(tokenizer, cache):
     assert not set(files) & {f.path for f in corpus.train_files}
     data = prepare_data(DataConfig(max_examples=80), tokenizer, files=MICRO.instruction_files())
     assert data.n_examples == 80 and data.train_ids.shape[1] == 256
+
+
+def test_local_code_mines_installed_packages_without_their_tests(tmp_path, monkeypatch):
+    documented = 'def {name}(x):\n    """Return x twice, for the test of mining packages."""\n    return 2 * x\n'
+    (tmp_path / "mylib" / "tests").mkdir(parents=True)
+    (tmp_path / "mylib" / "__init__.py").write_text(documented.format(name="double"))
+    (tmp_path / "mylib" / "tests" / "test_double.py").write_text(documented.format(name="check"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = DataConfig(packages=("mylib",))
+    (example,) = LocalCode().examples(config, None)
+    assert "`double(x)`" in example.instruction
+    assert not LocalCode().needs_files(config)
+    assert LocalCode().identity(config, None)["packages"] == {"mylib": None}  # no distribution provides it
+    with pytest.raises(UserError, match=r"data\.packages: 'no_such_package' is not an installed package"):
+        LocalCode().examples(DataConfig(packages=("no_such_package",)), None)
+    with pytest.raises(UserError, match=r"data\.packages and data\.path"):
+        LocalCode().examples(DataConfig(packages=("mylib",), path=str(tmp_path)), None)
+
+
+def test_the_micro_space_fine_tunes_on_code_it_never_pretrained_on():
+    data = load_space("micro", []).data
+    assert data.source == "local-code" and data.packages
+    mined = {hashlib.sha256(path.read_bytes()).hexdigest() for path in LocalCode()._files(data, None)
+             if path.stat().st_size}  # an empty __init__.py is every library's
+    pretrained = {file.sha256 for file in collect_corpus(MICRO.corpus).files}
+    assert mined and not mined & pretrained
 
 
 def test_git_source_on_a_temporary_repository(tmp_path):

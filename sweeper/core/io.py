@@ -1,5 +1,5 @@
 """Files: atomic writes (a reader sees the old file or the new one, never half of one), a writable-folder
-check before work starts, and the Python files under a folder.
+check before work starts, and the Python files under a folder or an installed package.
 
 Write to a temporary file in the same directory, fsync, then `os.replace` (atomic on POSIX), then
 fsync the directory: the rename lives in the directory, and until that is on disk a crash can undo
@@ -7,6 +7,7 @@ it (the file a caller was told is written would be gone, or the old one back).
 """
 
 import errno
+import importlib.util
 import json
 import os
 import tempfile
@@ -142,3 +143,15 @@ def python_files(root: Path, exclude_dirs: tuple[str, ...] = ()) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if d not in exclude_dirs)
         found.extend(Path(folder) / name for name in sorted(names) if name.endswith(".py"))
     return found
+
+
+def package_roots(packages: tuple[str, ...], field: str) -> list[Path]:
+    """The source folders of installed packages named by import name; `field` names the setting in the
+    error for one that is not installed (or is a single module, which has no folder)."""
+    roots = []
+    for package in packages:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError(f"{field}: {package!r} is not an installed package (expected an import name, e.g. 'rich')")
+        roots.extend(Path(location) for location in spec.submodule_search_locations)
+    return roots

@@ -44,6 +44,14 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def import_versions(packages: tuple[str, ...]) -> dict[str, str | None]:
+    """The installed version of each package named by import name (e.g. 'yaml' -> PyYAML's); None for
+    one that no distribution provides (a folder on sys.path)."""
+    distributions = importlib.metadata.packages_distributions()
+    return {package: importlib.metadata.version(distributions[package][0]) if package in distributions else None
+            for package in packages}
+
+
 def hardware() -> dict[str, str | int]:
     """The machine this process runs on: host, CPU count, and the GPU torch sees in a process that
     uses torch (importing torch only to ask would cost seconds in analysis-only commands)."""

@@ -1,4 +1,5 @@
-"""The `local-code` source: docstring -> function pairs mined with `ast` from Python files.
+"""The `local-code` source: docstring -> function pairs mined with `ast` from Python files: a folder
+(`data.path`), installed packages (`data.packages`), or else the files a ladder holds out of pretraining.
 
 Its own format (not OctoPack's commits): the instruction gives a function's signature and docstring,
 as HumanEvalSynthesize does; the response is the function's code without the docstring.
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.core.errors import UserError
-from sweeper.core.io import python_files
+from sweeper.core.io import package_roots, python_files
+from sweeper.core.provenance import import_versions
 from sweeper.data.base import SOURCES, Example, HashSplitSource
 from sweeper.schema import DataConfig
 
@@ -22,13 +24,20 @@ from sweeper.schema import DataConfig
 MAX_FUNCTION_CHARS = 1500
 MIN_DOCSTRING_CHARS = 20  # shorter ones ("Return x.") say too little to be an instruction
 MAX_DOCSTRING_CHARS = 1000
+# A package's test suite is full of deliberately odd code and asserts: not functions to learn to write.
+PACKAGE_EXCLUDED_DIRS = ("__pycache__", "test", "tests")
 
 
 class LocalCode(HashSplitSource):
-    """Docstring -> function pairs from the files under `data.path`, else from the files it is handed
-    (the ladder's code held out of pretraining)."""
+    """Docstring -> function pairs from the files under `data.path` or of `data.packages`, else from the
+    files it is handed (the ladder's code held out of pretraining)."""
 
     def _files(self, config: DataConfig, files: list[Path] | None) -> list[Path]:
+        if config.packages:
+            if config.path is not None:
+                raise UserError("data.packages and data.path: give one (local-code mines a folder or installed packages)")
+            roots = package_roots(config.packages, "data.packages")
+            return [path for root in roots for path in python_files(root, PACKAGE_EXCLUDED_DIRS)]
         if config.path is None:
             if files is None:
                 raise UserError("data.path: the local-code source needs a folder of Python files for this ladder "
@@ -40,10 +49,14 @@ class LocalCode(HashSplitSource):
         return python_files(root, ("__pycache__",))
 
     def needs_files(self, config: DataConfig) -> bool:
-        return config.path is None
+        return config.path is None and not config.packages
 
     def identity(self, config: DataConfig, files: list[Path] | None) -> dict[str, Any]:
-        return {"files": sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in self._files(config, files))}
+        identity: dict[str, Any] = {
+            "files": sorted(hashlib.sha256(path.read_bytes()).hexdigest() for path in self._files(config, files))}
+        if config.packages:
+            identity["packages"] = import_versions(config.packages)
+        return identity
 
     def examples(self, config: DataConfig, files: list[Path] | None) -> list[Example]:
         found = []

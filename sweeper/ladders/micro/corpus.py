@@ -10,7 +10,6 @@ Imports only the standard library and sweeper's core: `sweeper ladder show` uses
 """
 
 import hashlib
-import importlib.util
 import json
 import sysconfig
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from sweeper.core.cache import hash_fraction
 from sweeper.core.errors import UserError
-from sweeper.core.io import python_files
+from sweeper.core.io import package_roots, python_files
 from sweeper.ladders.micro.config import CorpusConfig
 
 
@@ -74,12 +73,7 @@ def collect_corpus(config: CorpusConfig) -> Corpus:
 
 def _roots(config: CorpusConfig) -> list[Path]:
     roots = [Path(sysconfig.get_paths()["stdlib"])] if config.stdlib else []
-    for package in config.packages:
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise UserError(f"micro corpus: packages: {package!r} is not an installed package")
-        roots.extend(Path(location) for location in spec.submodule_search_locations)
-    return roots
+    return roots + package_roots(config.packages, "micro corpus: packages")
 
 
 def _is_utf8(data: bytes) -> bool:
