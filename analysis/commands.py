@@ -209,3 +209,73 @@ def warning_lines(analysis) -> list[str]:
 def _print_warnings(analysis) -> None:
     for line in warning_lines(analysis):
         typer.echo(line, err=True)
+
+
+TargetOption = Annotated[str, typer.Option(
+    "--target", help="METHOD@SCALE[,...]: SCALE is 34B-equivalent / 70B-equivalent (that multiple of the method's "
+                     "largest trained size), a scale of the sweep's ladder (e.g. xl), or a total parameter count.")]
+ObjectiveOption = Annotated[str, typer.Option(
+    "--objective", help="width: the targets' relative interval width; ranking: the probability that the method "
+                        "leading at the targets' scale is the best.")]
+BudgetUsdOption = Annotated[float | None, typer.Option("--budget-usd", min=0, help="Spend at most this ($, the plan's prices).")]
+BudgetHoursOption = Annotated[float | None, typer.Option(
+    "--budget-device-hours", min=0, help="Spend at most this many device-hours (instead of --budget-usd).")]
+CandidatesOption = Annotated[str, typer.Option("--candidates", help="scales | seeds | methods | all")]
+DrawsOption = Annotated[int, typer.Option("--draws", min=2, help="Simulated outcomes per candidate.")]
+
+
+def advise(source: SourceArgument, target: TargetOption, objective: ObjectiveOption = "width",
+           budget_usd: BudgetUsdOption = None, budget_device_hours: BudgetHoursOption = None,
+           candidates: CandidatesOption = "all", draws: DrawsOption = 16, seed: SeedOption = 0,
+           json_: JsonOption = False) -> None:
+    """Which runs to buy next: each candidate's expected effect on the target forecast, per unit of cost.
+
+    Simulates each candidate's results from the current forecast and refits (preposterior analysis);
+    ranks by expected improvement per $ (or device-hour), chooses greedily under the budget, and keeps
+    the advice in SWEEP/advice/.
+    """
+    import sys
+
+    from analysis.advice import run_advice, to_json, write_record
+    from analysis.pipeline import progress
+    from analysis.sources import load_source
+
+    loaded = load_source(source)
+    with progress(enabled=not json_) as step:
+        step("simulating candidates")
+        advice = run_advice(loaded, target, objective, budget_usd, budget_device_hours, candidates, draws, seed)
+    record = write_record(loaded, advice, sys.argv[1:])
+    if json_:
+        typer.echo(json.dumps({**to_json(advice), "record": str(record)}, default=float))
+        return
+    _print_advice(advice)
+    typer.echo(f"advice kept in {record}")
+
+
+def _print_advice(advice) -> None:
+    from analysis import advise as preposterior
+    from analysis.report import Block, print_blocks
+
+    study, before = advice.study, advice.before
+    width = study.objective == preposterior.WIDTH
+    what = "relative 95% interval width" if width else "probability that the leader is the best"
+    unit = "$" if advice.cost == "usd" else "device-h"
+    names = study.data.group_names
+    targets = ", ".join(dict.fromkeys(f"{names[t.group]}@{t.label}" for t in study.targets))
+    rows = [(a.candidate.name, f"{getattr(a.candidate, advice.cost):.3g}", f"{before:.4f} -> {a.after:.4f} ± {a.after_se:.4f}",
+             f"{preposterior.improvement(a, before, study.objective) / max(getattr(a.candidate, advice.cost), 1e-12):.3g}")
+            for a in advice.assessed]
+    blocks = [Block("p", f"Target: {targets}; objective: {what}, now {before:.4f}."),
+              Block("table", items=(("candidate", unit, f"expected {study.objective} before -> after", f"gain per {unit}"),
+                                    rows))]
+    if advice.chosen:
+        spent = sum(getattr(a.candidate, advice.cost) for a in advice.chosen)
+        together = advice.together
+        blocks.append(Block("p", f"Chosen{'' if advice.budget is None else f' within {advice.budget:g} {unit}'}: "
+                                 f"{', '.join(a.candidate.name for a in advice.chosen)} ({spent:.3g} {unit}); expected "
+                                 f"{study.objective} after all of them: {together.after:.4f} ± {together.after_se:.4f}."))
+    else:
+        blocks.append(Block("p", "No candidate is expected to improve the objective (or none fits the budget)."))
+    if advice.unvalued:
+        blocks.append(Block("list", items=tuple(advice.unvalued)))
+    print_blocks(f"advice ({advice.seconds:.1f} s)", blocks)

@@ -258,11 +258,8 @@ def _fit_variant(design: Design, y: np.ndarray, variant: Variant, fold: int, sta
     """The variant's units on the rows below `fold` (all rows for FULL); None where it cannot be fitted
     at all. A joint fit that fails (too few points, not converged, not identifiable) sits the fold out;
     an independent one leaves out the groups it cannot fit, whose targets it then does not predict."""
-    train = design.levels < fold if fold != FULL else np.ones(len(design.levels), dtype=bool)
-    # A group needs two distinct inputs below the fold to have a curve at all (a single scale pins nothing).
-    present = [g for g in sorted(set(design.groups[train].tolist()))
-               if len(np.unique(design.X[train & (design.groups == g), 0])) >= 2]
-    batches = [present] if variant.joint else [[g] for g in present]
+    train = _training_rows(design, fold)
+    batches = fold_batches(design, variant, fold)
     pieces = []  # (key, rows, local groups, data) of every unit that can be fitted
     for batch in batches:
         rows = np.flatnonzero(train & np.isin(design.groups, batch))
@@ -278,6 +275,20 @@ def _fit_variant(design: Design, y: np.ndarray, variant: Variant, fold: int, sta
     if not pieces or (variant.joint and len(pieces) < len(batches)):
         return None
     return _refit(variant.law, y, pieces, starts, polish=not search)
+
+
+def _training_rows(design: Design, fold: int) -> np.ndarray:
+    return design.levels < fold if fold != FULL else np.ones(len(design.levels), dtype=bool)
+
+
+def fold_batches(design: Design, variant: Variant, fold: int) -> list[list[int]]:
+    """The groups fitted together in one unit of the variant on the fold's rows: every group in one
+    batch (joint), or one batch per group (independent). A group needs two distinct inputs below the
+    fold to have a curve at all (a single scale pins nothing)."""
+    train = _training_rows(design, fold)
+    present = [g for g in sorted(set(design.groups[train].tolist()))
+               if len(np.unique(design.X[train & (design.groups == g), 0])) >= 2]
+    return [present] if variant.joint else [[g] for g in present]
 
 
 def _search_starts(variant: Variant, pieces: list, starts: dict) -> None:
@@ -696,18 +707,18 @@ def backtest_largest(design: Design, y: np.ndarray, variants: list[Variant], lev
     return points, "" if points else "no candidate fitted to the smaller scales could forecast the held-out points"
 
 
-def sample(result: Forecast, count: int, rng: np.random.Generator) -> np.ndarray:
-    """(count, T) draws of every target from its forecast distribution (B = 1), in y units: a candidate
-    by its weight, then its Student-t widened by the drift, as `interval` builds the interval."""
+def sample(result: Forecast, count: int, rng: np.random.Generator, index: int = 0) -> np.ndarray:
+    """(count, T) draws of every target from the forecast distribution of data set `index`, in y units:
+    a candidate by its weight, then its Student-t widened by the drift, as `interval` builds the interval."""
     targets = result.targets
     centres, scales, dofs = _distributions(result, targets)
-    centres, scales = centres[:, 0], scales[:, 0]  # (V, T)
+    centres, scales = centres[:, index], scales[:, index]  # (V, T)
     draws = np.full((count, len(targets)), np.nan)
     for j in range(len(targets)):  # per target among the candidates that predict it, as `interval` mixes them
-        valid = np.isfinite(centres[:, j]) & np.isfinite(scales[:, j]) & (result.weights[0] > 0)
+        valid = np.isfinite(centres[:, j]) & np.isfinite(scales[:, j]) & (result.weights[index] > 0)
         if not valid.any():
             continue
-        weights = np.where(valid, result.weights[0], 0.0)
+        weights = np.where(valid, result.weights[index], 0.0)
         picks = rng.choice(len(weights), size=count, p=weights / weights.sum())
         draws[:, j] = centres[picks, j] + scales[picks, j] * stats.t.rvs(dofs[picks], random_state=rng)
     return np.exp(draws) if all(v.law.log_residuals for v in result.variants) else draws

@@ -38,6 +38,7 @@ ladder_app.command("build")(ladder.build)
 ladder_app.command("show")(ladder.show)
 app.command("fit")(analysis_commands.fit)
 app.command("report")(analysis_commands.report)
+app.command("advise")(analysis_commands.advise)
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:

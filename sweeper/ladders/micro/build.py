@@ -92,13 +92,14 @@ def build_ladder(
     workers: int | None = None,
     console: Console | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Pretrain and cache the scales that are missing or damaged (all of `scales` with `force`);
+    """Pretrain and cache the scales that are missing or damaged (all of `scales` with `force`; no
+    `scales`: the ladder's default ones);
     returns each scale's metadata. `workers` processes (default: one per core, at most one per
     scale) each use cores / workers torch threads; they are spawned, so a script calling this
     needs the `if __name__ == "__main__":` guard. A reduced budget (tests, quick looks) is
     `build_ladder(ladder.reduced(steps=...))`. The tokenizer is deterministic: `force` retrains
     scales only, and the tokenizer entry is rebuilt only when missing or damaged."""
-    names = list(ladder.scales) if scales is None else scales
+    names = [name for name in ladder.default_scales if name in ladder.scales] if scales is None else scales
     for name in names:
         ladder.scale(name)
     console = console or Console(stderr=True)

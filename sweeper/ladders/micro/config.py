@@ -69,5 +69,6 @@ class MicroLadderSpec(Protocol):
     tokenizer: TokenizerConfig
     recipes: dict[str, PretrainRecipe]
     scales: dict[str, Scale]
+    default_scales: tuple[str, ...]  # built when no scales are named
 
     def scale(self, name: str) -> Scale: ...

@@ -45,14 +45,22 @@ LADDER_TABLE: dict[str, tuple[tuple[int, int, int], PretrainRecipe]] = {
     "xs": ((2, 24, 2), PretrainRecipe(lr=6e-3, warmup_steps=240, steps=2_420)),  # 2.48M tokens, 20 per parameter
     "s": ((3, 48, 4), PretrainRecipe(lr=3e-3, warmup_steps=280, steps=2_830)),  # 2.90M, 9.8 per parameter
     "m": ((4, 80, 5), PretrainRecipe(lr=2e-3, warmup_steps=250, steps=2_500)),  # 2.56M, 4.0 per parameter
+    # ml and xl are built only when a sweep asks for them (`sweeper advise` prices runs on them, issue 15):
+    # ml between m and l (near the geometric mean of their sizes), xl 2.2x above l. The same rules: lr ~
+    # 1/width, 10% warmup, under one epoch (xl: 0.9 tokens per parameter; ~30 min on one core here).
+    "ml": ((5, 96, 6), PretrainRecipe(lr=1.8e-3, warmup_steps=270, steps=2_700)),  # 2.76M, 3.0 per parameter
     "l": ((5, 128, 8), PretrainRecipe(lr=1.5e-3, warmup_steps=280, steps=2_800)),  # 2.87M, 2.0 per parameter
+    "xl": ((6, 192, 8), PretrainRecipe(lr=1e-3, warmup_steps=285, steps=2_850)),  # 2.92M, 0.9 per parameter
 }
+# The scales a plain `sweeper ladder build` and the micro space use; the others are built on demand.
+DEFAULT_SCALES = ("xs", "s", "m", "l")
 
 
 class MicroLadder(Ladder):
     """Small GPTBigCode models pretrained by sweeper on the Python standard library (cached)."""
 
     has_instruction_files = True  # the corpus files held out of pretraining
+    default_scales = DEFAULT_SCALES  # what `build_ladder` builds when no scales are named
 
     def __init__(
         self,
@@ -61,7 +69,7 @@ class MicroLadder(Ladder):
         recipes: dict[str, PretrainRecipe] | None = None,
         *,
         name: str = "micro",
-        description: str = "GPTBigCode 0.12M-1.4M parameters, pretrained by sweeper on this machine's Python code (20 to 2 tokens per parameter)",
+        description: str = "GPTBigCode 0.12M-1.4M parameters (ml 0.92M and xl 3.2M built on demand), pretrained by sweeper on this machine's Python code (20 to 0.9 tokens per parameter)",
     ) -> None:
         self.name, self.description = name, description
         self.corpus = corpus or CorpusConfig()

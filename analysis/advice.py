@@ -1,0 +1,235 @@
+"""`sweeper advise`: the candidates a sweep could buy next, priced by its plan, valued by `analysis.advise`.
+
+Candidates (`--candidates`):
+- `scales`: every method of the sweep at every scale of its ladder it has not run (larger ones, and
+  intermediate ones such as the micro ladder's `ml`), one run each;
+- `seeds`: one more seed of every cell of a method, or of every cell. Bundles, not single cells: the
+  forecast takes a new run's noise from the replicates as soon as there are any, with their degrees
+  of freedom, so a single extra seed (1 degree of freedom) would make every interval a Student-t
+  with 1 degree of freedom;
+- `methods`: methods of the sweep's space that no cell has run. A method with no points has no curve
+  to forecast from, so these are listed with that reason and not valued.
+Costs are the plan's (`sweeper.plan`: FLOPs of fine-tuning and validation at the sweep's recipe and
+accelerator), per replicate; pretraining a micro scale that is not built yet is not priced.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from analysis import advise
+from analysis.fitting import FitData
+from analysis.forecast import Target, candidates
+from analysis.pipeline import EXTRAPOLATIONS
+from analysis.sources import Source
+from sweeper.core import provenance
+from sweeper.core.errors import UserError
+from sweeper.core.io import atomic_write_text
+from sweeper.sweep.folder import SweepFolder
+
+KINDS = ("scales", "seeds", "methods", "all")
+COSTS = {"usd": "usd", "device-hours": "device_hours"}
+
+
+@dataclass(frozen=True)
+class Advice:
+    study: advise.Study
+    before: float
+    assessed: list[advise.Assessed]  # ranked, best value per unit of cost first
+    chosen: list[advise.Assessed]
+    together: advise.Assessed | None  # the chosen set assessed as one
+    budget: float | None
+    cost: str  # "usd" | "device_hours"
+    unvalued: list[str]  # candidates listed but not valued, with the reason
+    seconds: float
+
+
+def sweep_points(source: Source) -> tuple[pl.DataFrame, FitData]:
+    """The sweep's points as the report fits them (total parameters -> final validation loss, by method),
+    and the rows they come from, in the same order."""
+    table = source.table.filter(pl.col("final_val_loss").is_finite() & (pl.col("final_val_loss") > 0))
+    names = tuple(dict.fromkeys(table["method"].to_list()))
+    return table, FitData(X=table["total_params"].cast(pl.Float64).to_numpy()[:, None],
+                   y=table["final_val_loss"].cast(pl.Float64).to_numpy(),
+                   groups=np.array([names.index(m) for m in table["method"].to_list()]), group_names=names)
+
+
+def parse_targets(text: str, data: FitData, scale_totals: dict[tuple[str, str], int]) -> list[Target]:
+    """`METHOD@SCALE[,...]`: SCALE is an extrapolation label (34B-equivalent, 70B-equivalent: that multiple
+    of the method's largest trained size), a scale of the sweep's ladder, or a total parameter count."""
+    targets = []
+    for part in (p.strip() for p in text.split(",")):
+        method, _, scale = part.partition("@")
+        if method not in data.group_names:
+            raise UserError(f"--target {part!r}: method {method!r} has no points in this sweep; valid: "
+                            f"{', '.join(data.group_names)}")
+        group = data.group_names.index(method)
+        largest = float(data.X[data.groups == group, 0].max())
+        labels = {label.lower(): label for label in EXTRAPOLATIONS} | {
+            label.split("-")[0].lower(): label for label in EXTRAPOLATIONS}
+        if scale.lower() in labels:
+            label = labels[scale.lower()]
+            x = largest * EXTRAPOLATIONS[label]
+        elif (method, scale) in scale_totals:
+            label, x = scale, float(scale_totals[(method, scale)])
+        else:
+            try:
+                label, x = scale, float(scale)
+            except ValueError:
+                valid = sorted({s for m, s in scale_totals if m == method})
+                raise UserError(f"--target {part!r}: unknown scale {scale!r}; valid: {', '.join(EXTRAPOLATIONS)}, "
+                                f"a scale of the ladder ({', '.join(valid)}) or a total parameter count") from None
+        if not np.isfinite(x) or x <= largest:
+            raise UserError(f"--target {part!r}: {x:.4g} parameters is not above {method}'s largest trained scale "
+                            f"({largest:.4g}); advice is about forecasts beyond the data")
+        targets.append(Target(group, label, np.array([x])))
+    return targets
+
+
+def build_candidates(table: pl.DataFrame, data: FitData, kinds: str, space) -> tuple[list[advise.Candidate], list[str]]:
+    """The candidates of `kinds` with their planned costs, and the ones listed but not valued."""
+    from sweeper.plan import make_plan
+
+    if kinds not in KINDS:
+        raise UserError(f"--candidates {kinds!r}: expected one of {', '.join(KINDS)}")
+    ladder = _ladder(space)
+    run = {(m, s) for m, s in zip(table["method"].to_list(), table["scale"].to_list(), strict=True)}
+    wanted_scales = [s for s in ladder.scales if any((m, s) not in run for m in data.group_names)]
+    priced = make_plan(space.model_copy(update={"scales": tuple(dict.fromkeys([*space.scales, *wanted_scales])),
+                                                "seeds": 1}))
+    estimates = {(e.method, e.scale): e for e in priced.estimates}
+    found: list[advise.Candidate] = []
+    unvalued: list[str] = []
+    if kinds in ("scales", "all"):
+        for method in data.group_names:
+            for scale in wanted_scales:
+                if (method, scale) in run or (method, scale) not in estimates:
+                    continue
+                e = estimates[(method, scale)]
+                found.append(advise.Candidate(f"{method}@{scale}", "scale",
+                                              (advise.Run(method, scale, np.array([float(e.total_params)])),),
+                                              e.device_hours, e.usd))
+    if kinds in ("seeds", "all"):
+        rows = table.with_row_index("row")
+        bundles = {f"+1 seed: {m} ({int((rows['method'] == m).sum())} cells)": rows.filter(pl.col("method") == m)
+                   for m in data.group_names}
+        bundles[f"+1 seed: every cell ({rows.height})"] = rows
+        for name, members in bundles.items():
+            runs = tuple(advise.Run(m, s, np.array([float(x)]), int(r)) for r, m, s, x in
+                         members.select("row", "method", "scale", "total_params").iter_rows())
+            found.append(advise.Candidate(name, "seeds", runs, sum(estimates[(r.method, r.scale)].device_hours for r in runs),
+                                          sum(estimates[(r.method, r.scale)].usd for r in runs)))
+    if kinds in ("methods", "all"):
+        unvalued += [f"{m}: not run at any scale, so it has no curve to forecast from (run it at two or more scales)"
+                     for m in space.methods if m not in data.group_names]
+    return found, unvalued
+
+
+def run_advice(source: Source, target_text: str, objective: str, budget_usd: float | None,
+               budget_hours: float | None, kinds: str, draws: int, seed: int, level: float = 0.95) -> Advice:
+    """Everything `sweeper advise` computes; bad input raises UserError before any work."""
+    from sweeper.schema import Space
+
+    started = time.perf_counter()
+    if not source.is_sweep:
+        raise UserError(f"{source.path}: not a sweep folder (advice prices runs with the sweep's space)")
+    if objective not in advise.OBJECTIVES:
+        raise UserError(f"--objective {objective!r}: expected one of {', '.join(advise.OBJECTIVES)}")
+    if budget_usd is not None and budget_hours is not None:
+        raise UserError("--budget-usd and --budget-device-hours: give one")
+    space = Space.parse(source.manifest.get("space") or {}, f"{source.path}/manifest.json: space")
+    table, data = sweep_points(source)
+    found, unvalued = build_candidates(table, data, kinds, space)
+    totals = {(r.method, r.scale): int(r.X[0]) for c in found for r in c.runs}
+    totals |= {(m, s): int(x) for m, s, x in table.select("method", "scale", "total_params").iter_rows()}
+    targets = parse_targets(target_text, data, totals)
+    cost = "usd" if budget_hours is None else "device_hours"
+    budget = budget_usd if budget_hours is None else budget_hours
+    if budget is not None and found and budget < min(getattr(c, cost) for c in found):
+        cheapest = min(found, key=lambda c: getattr(c, cost))
+        raise UserError(f"budget {budget:g} {'$' if cost == 'usd' else 'device-hours'} is below the cheapest candidate, "
+                        f"{cheapest.name} at {getattr(cheapest, cost):.3g}")
+    if not found:
+        raise UserError(f"{source.path}: no candidate of kind {kinds!r}: every scale of the ladder has been run "
+                        "by every method; try --candidates seeds")
+    if objective == advise.RANKING:  # every method at each target's label
+        targets = _ranking_targets(targets, data)
+    variants = candidates(None, 1, len(data.group_names))
+    try:
+        study = advise.make_study(data, targets, variants, level, objective)
+    except UserError as err:
+        raise UserError(f"{source.path}: no forecast can be made from this sweep ({err})") from None
+    before = advise.current_value(study, seed)
+    assessed = [advise.assess(study, c, draws, seed) for c in found]
+    ranked = advise.rank(assessed, before, objective, cost)
+    chosen = advise.choose(assessed, before, objective, budget, cost)
+    together = None
+    if len(chosen) > 1:
+        together = advise.assess(study, advise.combined([a.candidate for a in chosen]), draws, seed)
+    elif chosen:
+        together = chosen[0]
+    return Advice(study, before, ranked, chosen, together, budget, cost, unvalued, time.perf_counter() - started)
+
+
+def _ranking_targets(targets: list[Target], data: FitData) -> list[Target]:
+    """For the ranking objective: every method at each target's multiple of its own largest size."""
+    out = []
+    for target in targets:
+        largest = float(data.X[data.groups == target.group, 0].max())
+        multiple = float(target.X[0]) / largest
+        for group in range(len(data.group_names)):
+            own = float(data.X[data.groups == group, 0].max())
+            out.append(Target(group, target.label, np.array([own * multiple])))
+    return out
+
+
+def _ladder(space):
+    from sweeper.ladders import get_ladder
+
+    return get_ladder(space.ladder)
+
+
+def to_json(advice: Advice) -> dict:
+    names = advice.study.data.group_names
+    before = advice.before
+
+    def entry(item: advise.Assessed) -> dict:
+        c = item.candidate
+        return {"candidate": c.name, "kind": c.kind, "runs": [{"method": r.method, "scale": r.scale,
+                                                              "total_params": float(r.X[0])} for r in c.runs],
+                "usd": c.usd, "device_hours": c.device_hours, "expected_after": item.after,
+                "expected_after_se": item.after_se, "improvement": advise.improvement(item, before, advice.study.objective)}
+
+    return {
+        "objective": advice.study.objective,
+        "targets": [{"method": names[t.group], "label": t.label, "total_params": float(t.X[0])}
+                    for t in advice.study.targets],
+        "forecast": [{"estimate": float(e), "lower": float(lo), "upper": float(hi)} for e, lo, hi in
+                     zip(advice.study.current.estimate[0], advice.study.current.lower[0], advice.study.current.upper[0],
+                         strict=True)],
+        "before": before, "cost": advice.cost, "budget": advice.budget,
+        "candidates": [entry(a) for a in advice.assessed],
+        "chosen": [a.candidate.name for a in advice.chosen],
+        "chosen_expected_after": None if advice.together is None else advice.together.after,
+        "chosen_expected_after_se": None if advice.together is None else advice.together.after_se,
+        "not_valued": advice.unvalued, "seconds": round(advice.seconds, 2),
+    }
+
+
+def write_record(source: Source, advice: Advice, argv: list[str]) -> Path:
+    """The advice, kept in the sweep folder (`advice/<UTC time>.json`) with its provenance, so that the
+    forecast it was meant to improve can be compared with the one after its runs."""
+    folder = SweepFolder(source.path).root / "advice"
+    folder.mkdir(parents=True, exist_ok=True)
+    at = datetime.now(UTC)
+    path = folder / f"{at.strftime('%Y%m%dT%H%M%S%fZ')}.json"
+    record = {"at": at.isoformat(), "argv": argv, "provenance": provenance.collect(), **to_json(advice)}
+    atomic_write_text(path, json.dumps(record, indent=2, default=float) + "\n")
+    return path
