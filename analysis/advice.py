@@ -31,7 +31,7 @@ from analysis.pipeline import EXTRAPOLATIONS
 from analysis.sources import Source
 from sweeper.core import provenance
 from sweeper.core.errors import UserError
-from sweeper.core.io import atomic_write_text
+from sweeper.core.io import atomic_write, atomic_write_text
 from sweeper.sweep.folder import SweepFolder
 
 KINDS = ("scales", "seeds", "methods", "all")
@@ -43,8 +43,7 @@ class Advice:
     study: advise.Study
     before: float
     assessed: list[advise.Assessed]  # ranked, best value per unit of cost first
-    chosen: list[advise.Assessed]
-    together: advise.Assessed | None  # the chosen set assessed as one
+    choice: advise.Choice  # the set to buy under the budget
     budget: float | None
     cost: str  # "usd" | "device_hours"
     unvalued: list[str]  # candidates listed but not valued, with the reason
@@ -169,13 +168,86 @@ def run_advice(source: Source, target_text: str, objective: str, budget_usd: flo
     before = advise.current_value(study, seed)
     assessed = [advise.assess(study, c, draws, seed) for c in found]
     ranked = advise.rank(assessed, before, objective, cost)
-    chosen = advise.choose(assessed, before, objective, budget, cost)
-    together = None
-    if len(chosen) > 1:
-        together = advise.assess(study, advise.combined([a.candidate for a in chosen]), draws, seed)
-    elif chosen:
-        together = chosen[0]
-    return Advice(study, before, ranked, chosen, together, budget, cost, unvalued, time.perf_counter() - started)
+    choice = advise.choose(study, assessed, before, budget, cost, draws, seed)
+    return Advice(study, before, ranked, choice, budget, cost, unvalued, time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class Followed:
+    """An advice a launch ran (`--with`), against what the forecast says now."""
+
+    advice: str  # its id
+    target: str
+    objective: str
+    runs: list[str]
+    before: float
+    expected_after: float | None
+    expected_after_se: float | None
+    now: float | None  # the objective on today's forecast (width only; None for ranking or a lost target)
+
+
+def followed(source: Source, result, level: float) -> list[Followed]:
+    """Every advice the sweep's launches ran, with the objective recomputed on `result` (the current
+    forecast) at the targets the advice froze (their methods and total parameters)."""
+    from analysis.forecast import interval
+
+    records = []
+    seen = set()
+    for launch in source.manifest.get("launches") or ():
+        advice = (launch.get("advice") or {}).get("advice")
+        if advice is None or advice in seen:
+            continue
+        seen.add(advice)
+        path = SweepFolder(source.path).root / "advice" / f"{advice}.json"
+        if not path.is_file():
+            continue
+        record = json.loads(path.read_text())
+        now = None
+        names = list(result.design.group_names)
+        if record["objective"] == advise.WIDTH and all(t["method"] in names for t in record["targets"]):
+            points = [Target(names.index(t["method"]), t["label"], np.array([t["total_params"]]))
+                      for t in record["targets"]]
+            estimate, lower, upper = interval(result, points, level)
+            now = float(np.nanmean((upper - lower) / estimate))
+        records.append(Followed(advice, ", ".join(f"{t['method']}@{t['label']}" for t in record["targets"]),
+                                record["objective"], record["chosen"], record["before"],
+                                record["chosen_expected_after"], record["chosen_expected_after_se"], now))
+    return records
+
+
+def current_study(source: Source, target_text: str, level: float = 0.95) -> advise.Study:
+    """The forecast of the targets on the sweep as it stands (what a round of advice starts from)."""
+    table, data = sweep_points(source)
+    totals = {(m, s): int(x) for m, s, x in table.select("method", "scale", "total_params").iter_rows()}
+    targets = parse_targets(target_text, data, totals)
+    return advise.make_study(data, targets, candidates(None, 1, len(data.group_names)), level, advise.WIDTH)
+
+
+def measure(study: advise.Study) -> dict:
+    """The targets' forecast (estimate, lower, upper) and its mean relative width, for the rounds' record."""
+    current = study.current
+    rows = [[float(current.estimate[0, j]), float(current.lower[0, j]), float(current.upper[0, j])]
+            for j in range(current.estimate.shape[1])]
+    return {"width": advise.current_value(study) if study.objective == advise.WIDTH else None, "forecast": rows}
+
+
+def write_rounds(folder: Path, history: list[dict]) -> list[Path]:
+    """rounds.json and rounds.png: each round's forecast of the (first) target against the money spent."""
+    from matplotlib.figure import Figure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data_path, figure_path = folder / "rounds.json", folder / "rounds.png"
+    atomic_write_text(data_path, json.dumps(history, indent=2) + "\n")
+    spent = [h["spent_usd"] for h in history]
+    estimate, lower, upper = (np.array([h["forecast"][0][i] for h in history]) for i in range(3))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.errorbar(spent, estimate, yerr=[estimate - lower, upper - estimate], fmt="o-", capsize=4)
+    ax.set_xlabel("spent on advised runs ($, the plan's prices)")
+    ax.set_ylabel("target forecast, 95% interval")
+    ax.set_title("Forecast interval vs. money spent, one point per round")
+    atomic_write(figure_path, lambda tmp: fig.savefig(tmp, format="png", dpi=130, bbox_inches="tight"))
+    return [data_path, figure_path]
 
 
 def _ranking_targets(targets: list[Target], data: FitData) -> list[Target]:
@@ -216,20 +288,46 @@ def to_json(advice: Advice) -> dict:
                          strict=True)],
         "before": before, "cost": advice.cost, "budget": advice.budget,
         "candidates": [entry(a) for a in advice.assessed],
-        "chosen": [a.candidate.name for a in advice.chosen],
-        "chosen_expected_after": None if advice.together is None else advice.together.after,
-        "chosen_expected_after_se": None if advice.together is None else advice.together.after_se,
+        "chosen": [a.candidate.name for a in advice.choice.chosen], "chosen_by": advice.choice.rule,
+        "chosen_expected_after": None if advice.choice.together is None else advice.choice.together.after,
+        "chosen_expected_after_se": None if advice.choice.together is None else advice.choice.together.after_se,
         "not_valued": advice.unvalued, "seconds": round(advice.seconds, 2),
     }
 
 
-def write_record(source: Source, advice: Advice, argv: list[str]) -> Path:
-    """The advice, kept in the sweep folder (`advice/<UTC time>.json`) with its provenance, so that the
-    forecast it was meant to improve can be compared with the one after its runs."""
+def write_record(source: Source, advice: Advice, argv: list[str]) -> tuple[Path, Path | None]:
+    """The advice, kept in the sweep folder: `advice/<UTC time>.json` (every candidate, the forecast it
+    was meant to improve, provenance) and, when runs were chosen, `advice/<UTC time>.yaml`, the file
+    `sweeper launch grid --with` runs. Returns both paths (None: nothing chosen)."""
+    from sweeper.sweep.advice import AdviceFile, AdvisedRun, write_advice_file
+
     folder = SweepFolder(source.path).root / "advice"
     folder.mkdir(parents=True, exist_ok=True)
     at = datetime.now(UTC)
-    path = folder / f"{at.strftime('%Y%m%dT%H%M%S%fZ')}.json"
+    stem = at.strftime("%Y%m%dT%H%M%S%fZ")
     record = {"at": at.isoformat(), "argv": argv, "provenance": provenance.collect(), **to_json(advice)}
+    path = folder / f"{stem}.json"
     atomic_write_text(path, json.dumps(record, indent=2, default=float) + "\n")
-    return path
+    choice = advice.choice
+    if not choice.chosen:
+        return path, None
+    seeds = {(m, s): n for m, s, n in source.table.group_by("method", "scale").len().iter_rows()}
+    runs, more = [], []
+    for item in choice.chosen:
+        for run in item.candidate.runs:
+            if run.replicate_of is None:
+                runs.append(AdvisedRun(method=run.method, scale=run.scale))
+            else:  # one more replicate of a cell: its number of seeds goes up by one
+                seeds[(run.method, run.scale)] += 1
+                more.append((run.method, run.scale))
+    runs += [AdvisedRun(method=m, scale=s, seeds=seeds[(m, s)]) for m, s in dict.fromkeys(more)]
+    names = advice.study.data.group_names
+    target = ", ".join(dict.fromkeys(f"{names[t.group]}@{t.label}" for t in advice.study.targets))
+    file = AdviceFile(advice=stem, space=str(source.manifest["space"]["name"]), runs=tuple(runs), target=target,
+                      objective=advice.study.objective, before=advice.before, expected_after=choice.together.after)
+    space_source = source.manifest.get("space_source") or source.manifest["space"]["name"]
+    yaml_path = folder / f"{stem}.yaml"
+    write_advice_file(yaml_path, file, f"sweeper advise, {at.isoformat(timespec='seconds')}: {target}, {advice.study.objective} "
+                      f"{advice.before:.4f} -> {choice.together.after:.4f} expected (details: {path.name}).\n"
+                      f"Run it: sweeper launch grid --space {space_source} --out {source.path} --with {yaml_path}")
+    return path, yaml_path

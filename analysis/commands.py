@@ -244,12 +244,16 @@ def advise(source: SourceArgument, target: TargetOption, objective: ObjectiveOpt
     with progress(enabled=not json_) as step:
         step("simulating candidates")
         advice = run_advice(loaded, target, objective, budget_usd, budget_device_hours, candidates, draws, seed)
-    record = write_record(loaded, advice, sys.argv[1:])
+    record, runs = write_record(loaded, advice, sys.argv[1:])
     if json_:
-        typer.echo(json.dumps({**to_json(advice), "record": str(record)}, default=float))
+        typer.echo(json.dumps({**to_json(advice), "record": str(record), "advice_file": runs and str(runs)},
+                              default=float))
         return
     _print_advice(advice)
     typer.echo(f"advice kept in {record}")
+    if runs is not None:
+        space = loaded.manifest.get("space_source") or loaded.manifest["space"]["name"]
+        typer.echo(f"run it: sweeper launch grid --space {space} --out {loaded.path} --with {runs}")
 
 
 def _print_advice(advice) -> None:
@@ -268,12 +272,14 @@ def _print_advice(advice) -> None:
     blocks = [Block("p", f"Target: {targets}; objective: {what}, now {before:.4f}."),
               Block("table", items=(("candidate", unit, f"expected {study.objective} before -> after", f"gain per {unit}"),
                                     rows))]
-    if advice.chosen:
-        spent = sum(getattr(a.candidate, advice.cost) for a in advice.chosen)
-        together = advice.together
-        blocks.append(Block("p", f"Chosen{'' if advice.budget is None else f' within {advice.budget:g} {unit}'}: "
-                                 f"{', '.join(a.candidate.name for a in advice.chosen)} ({spent:.3g} {unit}); expected "
-                                 f"{study.objective} after all of them: {together.after:.4f} ± {together.after_se:.4f}."))
+    choice = advice.choice
+    if choice.chosen:
+        spent = sum(getattr(a.candidate, advice.cost) for a in choice.chosen)
+        together = choice.together
+        blocks.append(Block("p", f"Chosen{'' if advice.budget is None else f' within {advice.budget:g} {unit}'} "
+                                 f"(greedy by {choice.rule}): {', '.join(a.candidate.name for a in choice.chosen)} "
+                                 f"({spent:.3g} {unit}); expected {study.objective} after all of them: "
+                                 f"{together.after:.4f} ± {together.after_se:.4f}."))
     else:
         blocks.append(Block("p", "No candidate is expected to improve the objective (or none fits the budget)."))
     if advice.unvalued:

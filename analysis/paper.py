@@ -73,6 +73,8 @@ def _means(analysis: Analysis) -> _Means:
         means: dict[int, dict[str, float]] = {}
         for level in sorted(set(analysis.levels.tolist())):
             at = analysis.levels == level
+            if len(set(methods[at])) < 2:  # a scale only one method ran at (an advised run) compares nothing
+                continue
             means[level] = {m: float(values[at & (methods == m)].mean()) for m in sorted(set(methods[at]))}
         return means
 
@@ -104,6 +106,7 @@ def _lora_tradeoff(means: _Means) -> Finding:
     if sizes is None or not any("lora" in by_method for by_method in losses.values()):
         return Finding(claim, UNTESTED, "LoRA was not run, or trainable parameters are not recorded.")
     front = []
+    losses = {level: by_method for level, by_method in losses.items() if "lora" in by_method}
     for level, by_method in losses.items():
         # LoRA is on the Pareto front when no method trains at most as many parameters and reaches a lower loss
         dominated = any(sizes[level][m] <= sizes[level]["lora"] and loss < by_method["lora"]

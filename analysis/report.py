@@ -104,7 +104,27 @@ def forecast_blocks(analysis: Analysis) -> list[Block]:
                                  "draws in which it is best): " + "; ".join(
                                      f"**{w.label}: {w.best}** ({w.probability:.0%})" for w in outlook.win) + "."))
     blocks.append(Block("p", _calibration_text(analysis)))
-    return blocks + _replicate_blocks(analysis)
+    return blocks + _advice_blocks(analysis) + _replicate_blocks(analysis)
+
+
+def _advice_blocks(analysis: Analysis) -> list[Block]:
+    """The advice the sweep's launches followed (`sweeper launch grid --with`): what it expected of its
+    runs, and what the forecast says now that they are in."""
+    from analysis.advice import followed
+
+    outlook = analysis.main.outlook
+    if not analysis.source.is_sweep or outlook is None:
+        return []
+    rows = [(f.advice, f.target, ", ".join(f.runs), number(f.before, 4),
+             "n/a" if f.expected_after is None else f"{f.expected_after:.4f} ± {f.expected_after_se:.4f}",
+             "n/a" if f.now is None else number(f.now, 4))
+            for f in followed(analysis.source, outlook.result, analysis.options.level)]
+    if not rows:
+        return []
+    return [Block("h3", "Advice followed"),
+            Block("p", "Runs bought on `sweeper advise`'s advice: the relative width of the target's interval when the "
+                       "advice was made, what the advice expected once its runs were in, and what it is now."),
+            Block("table", items=(("advice", "target", "runs", "width then", "expected", "width now"), rows))]
 
 
 def findings_blocks(analysis: Analysis) -> list[Block]:

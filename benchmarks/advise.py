@@ -89,11 +89,13 @@ def pick(strategy: str, study: advise.Study, data: FitData, target_group: int, r
     options = [c for c in candidate_list(data, target_group) if c.device_hours <= left]
     if not options:
         return None
-    if strategy == "advisor":
+    if strategy == "advisor":  # the set advised for what is left; its most informative run first
         before = advise.current_value(study)
-        chosen = advise.choose([advise.assess(study, c, draws) for c in options], before, advise.WIDTH, left,
-                               "device_hours")
-        return chosen[0].candidate if chosen else None
+        choice = advise.choose(study, [advise.assess(study, c, draws) for c in options], before, left,
+                               "device_hours", draws)
+        if not choice.chosen:
+            return None
+        return max(choice.chosen, key=lambda item: advise.improvement(item, before, advise.WIDTH)).candidate
     if strategy == "next larger scale":
         largest = data.X[data.groups == target_group, 0].max()
         above = sorted((size, name) for name, size in BUYABLE.items() if size > largest)

@@ -12,7 +12,7 @@ times one trial (ASHA may stop some early), so the plan is an upper bound.
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 from sweeper.core.console import console as make_console
@@ -175,6 +175,15 @@ def check_context(cells: list[Cell]) -> None:
             prompt = f" + {virtual} virtual tokens of {cell.method}" if virtual else ""
             raise UserError(f"data.seq_len: {cell.data.seq_len}{prompt} exceeds the {limit} positions of "
                             f"{cell.ladder}/{cell.scale}; expected at most {limit - virtual}")
+
+
+def only_cells(plan: Plan, pairs: set[tuple[str, str]]) -> Plan:
+    """The plan of just these (method, scale) cells (an advice file's runs)."""
+    keep = [i for i, cell in enumerate(plan.cells) if (cell.method, cell.scale) in pairs]
+    missing = sorted(pairs - {(plan.cells[i].method, plan.cells[i].scale) for i in keep})
+    if missing:
+        raise UserError(f"no cell {', '.join(f'{m}@{s}' for m, s in missing)} in space {plan.space.name!r}")
+    return replace(plan, cells=[plan.cells[i] for i in keep], estimates=[plan.estimates[i] for i in keep])
 
 
 def parameter_counts(cells: list[Cell]) -> list[tuple[int, int]]:

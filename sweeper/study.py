@@ -8,11 +8,12 @@ the grid finished, and a report that cannot be made is said, not an error of the
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sweeper.core.errors import UserError
 from sweeper.plan import Plan
+from sweeper.schema import Space
 from sweeper.sweep.folder import SweepFolder
 from sweeper.sweep.launch import LaunchOptions, LaunchResult, launch_grid
 
@@ -62,3 +63,75 @@ def _report(out: Path, say: Say, warn: Say) -> None:
     for line in warning_lines(analysis):
         warn(line)
     say(f"wrote {folder / 'report.md'} and {folder / 'report.html'} (+ {len(written) - 2} files)")
+
+
+@dataclass(frozen=True)
+class AdviseRounds:
+    """`--advise-rounds`: after the grid, K rounds of advise -> run -> refit (issue 15)."""
+
+    rounds: int
+    target: str  # METHOD@SCALE[,...], as `sweeper advise --target`
+    budget_usd: float  # what all rounds together may spend, at the plan's prices
+    target_width: float | None = None  # stop once the target's relative interval width is at most this
+    draws: int = 16
+
+
+def run_advised_rounds(space: Space, space_source: str, options: LaunchOptions, steps: StudySteps,
+                       rounds: AdviseRounds, *, say: Say, warn: Say) -> list[dict]:
+    """Each round: advise on the sweep as it stands within what is left of the budget, run the chosen
+    runs (`--with` their advice file), refit. Stops when nothing is expected to help, the budget is
+    spent, or the target width is reached. Each round's forecast and spend go to SWEEP/advice/rounds.json
+    and rounds.png (the forecast interval against the money spent)."""
+    import sys
+
+    from analysis.advice import current_study, measure, run_advice, write_record, write_rounds
+    from analysis.sources import load_source
+    from sweeper.plan import make_plan, only_cells
+    from sweeper.sweep.advice import read_advice_file, with_advice
+
+    out = Path(options.out) if options.out else Path("sweeps") / space.name
+    history: list[dict] = []
+    spent, ran = 0.0, False
+    for number in range(1, rounds.rounds + 1):
+        ran = False
+        source = load_source(out)
+        left = rounds.budget_usd - spent
+        try:
+            advice = run_advice(source, rounds.target, "width", left, None, "all", rounds.draws, seed=number)
+        except UserError as err:  # e.g. the budget left is below the cheapest candidate: the loop is over
+            say(f"round {number}: {err}; stopping")
+            break
+        record, file = write_record(source, advice, sys.argv[1:])
+        # The targets as sizes from now on: "70B-equivalent" is a multiple of the largest trained size,
+        # which a round's runs can move.
+        names = advice.study.data.group_names
+        target = ",".join(dict.fromkeys(f"{names[t.group]}@{float(t.X[0])!r}" for t in advice.study.targets))
+        rounds = replace(rounds, target=target)
+        history.append({"round": number, "spent_usd": spent, "record": record.name, **measure(advice.study)})
+        if rounds.target_width is not None and advice.before <= rounds.target_width:
+            say(f"round {number}: width {advice.before:.4f} is at most the target {rounds.target_width:g}; stopping")
+            break
+        if file is None:
+            say(f"round {number}: no run is expected to narrow the forecast within ${left:.3g}; stopping")
+            break
+        chosen = advice.choice
+        say(f"round {number}: running {', '.join(a.candidate.name for a in chosen.chosen)} "
+            f"(${sum(a.candidate.usd for a in chosen.chosen):.3g}); width {advice.before:.4f} -> "
+            f"{chosen.together.after:.4f} expected")
+        advised = read_advice_file(str(file))
+        advised_space, cells = with_advice(space, advised, str(file))
+        plan = only_cells(make_plan(advised_space), cells)
+        result = run_study(plan, space_source, replace(options, out=str(out), advice={
+            "file": str(file), **advised.model_dump(mode="json")}), steps, say=say, warn=warn)
+        spent += sum(estimate.usd for estimate in plan.estimates)
+        ran = True
+        if result.failed or result.pending:
+            warn(f"round {number}: {result.failed} failed, {result.pending} unfinished trial(s); stopping")
+            break
+    if ran:  # the forecast once the last round's runs are in
+        study = current_study(load_source(out), rounds.target)
+        history.append({"round": len(history) + 1, "spent_usd": spent, "record": None, **measure(study)})
+    if history:
+        written = write_rounds(SweepFolder(out).root / "advice", history)
+        say(f"advice rounds: {', '.join(str(p) for p in written)}")
+    return history

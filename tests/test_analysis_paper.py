@@ -74,3 +74,17 @@ def test_learning_rates_that_differ_by_method_and_data_like_pretraining_are_call
 def test_a_table_of_other_groups_gets_no_findings_section(run_cli, tmp_path):
     folder = make_sweep(tmp_path / "sweep" / "micro", methods=("lora", "ia3", "adapterh"))
     assert "Astraios' findings" not in report(run_cli, folder, tmp_path / "out")
+
+
+def test_a_scale_only_one_method_ran_at_is_left_out_of_the_findings(run_cli, tmp_path):
+    """An advised run of one method at a new scale (`sweeper launch grid --with`) compares nothing there."""
+    folder = make_sweep(tmp_path / "sweep" / "micro", evals=False)
+    ledger = pl.read_parquet(folder / "cells.parquet")
+    extra = ledger.filter((pl.col("method") == "fft") & (pl.col("scale") == "l") & (pl.col("status") == "done")).head(1)
+    extra = extra.with_columns(pl.lit("fft-xl").alias("cell_id"), pl.lit("fft-xl-t0").alias("trial_id"),
+                               pl.lit("xl").alias("scale"), (pl.col("total_params") * 2).alias("total_params"),
+                               (pl.col("final_val_loss") - 0.05).alias("final_val_loss"))
+    pl.concat([ledger, extra]).write_parquet(folder / "cells.parquet")
+    findings = findings_table(report(run_cli, folder, tmp_path / "out"))
+    assert "at 4 of 4 scales" in findings["FFT generally leads to the best performance across all scales"][1]
+    assert "at 4 of 4 scales" in findings["LoRA usually offers the most favourable trade-off between cost and performance"][1]

@@ -1,5 +1,6 @@
 """The micro ladder: scale table, corpus, end-to-end build on a reduced budget, cache integrity, CLI."""
 
+import io
 import json
 import subprocess
 import sys
@@ -165,6 +166,18 @@ def test_show_and_build_commands(run_cli):
     )
     code, _, err = run_cli("ladder", "build", "--scales", "xs,xxl")
     assert code == 2 and "valid scales: xs, s, m, ml, l, xl" in err
+
+
+def test_a_build_off_a_terminal_logs_progress_lines(built):
+    """A log file gets lines (a live bar draws nothing there until it ends)."""
+    from rich.console import Console
+
+    ladder, _ = built
+    log = io.StringIO()
+    build_ladder(ladder, ["xs"], force=True, workers=1, console=Console(file=log))
+    lines = [line for line in log.getvalue().splitlines() if line.startswith("pretrain xs: ")]
+    total = ladder.scales["xs"].pretrain_tokens
+    assert lines and lines[-1].startswith(f"pretrain xs: {total:,}/{total:,} tok") and "tok/s, loss " in lines[-1]
 
 
 def test_force_retrains_an_intact_scale(built):

@@ -1,5 +1,7 @@
 """`sweeper launch grid`: run a grid on Ray, then evaluate and report (the main job, `sweeper.study`)."""
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,6 +35,17 @@ def launch_grid(
     report: Annotated[bool, typer.Option(help="Then fit scaling laws and write the report (`sweeper report`).")] = True,
     allow_weak_sandbox: Annotated[bool, typer.Option(
         "--allow-weak-sandbox", help="Let that evaluation score below the sandbox's minimum isolation.")] = False,
+    with_: Annotated[str | None, typer.Option(
+        "--with", help="Run exactly the runs of an advice file (`sweeper advise` writes SWEEP/advice/<id>.yaml): "
+                       "its scales are added to the space, and the launch records the advice.")] = None,
+    advise_rounds: Annotated[int, typer.Option(
+        "--advise-rounds", min=0, help="Then K rounds of `sweeper advise` -> run the chosen runs -> refit, within "
+                                       "--budget-usd (which then bounds the rounds, not the grid).")] = 0,
+    target: Annotated[str | None, typer.Option(
+        "--target", help="With --advise-rounds: the forecast to tighten, METHOD@SCALE[,...] as `sweeper advise`.")] = None,
+    target_width: Annotated[float | None, typer.Option(
+        "--target-width", min=0, help="With --advise-rounds: stop once the target's relative 95% interval width "
+                                      "is at most this.")] = None,
 ) -> None:
     """Run every cell of the grid (default: the micro space on local Ray), then evaluate and report.
 
@@ -50,14 +63,28 @@ def launch_grid(
     check_address(address)
     if storage is not None and not storage.strip():
         raise UserError("--storage '': expected a shared folder or a URI such as s3://bucket/sweeps")
+    if advise_rounds and (target is None or budget_usd is None or with_ is not None or dry_run):
+        raise UserError("--advise-rounds needs --target and --budget-usd, and does not combine with --with or --dry-run")
     chosen = select(load_space(space, set_ or ()), names("--methods", methods), names("--scales", scales))
-    grid = planning.make_plan(chosen)
-    planning.check_budget(grid, budget_usd)  # a dry run refuses what the real run would refuse
+    advice = None
+    if with_ is not None:
+        from sweeper.sweep.advice import read_advice_file, with_advice
+
+        if methods or scales:
+            raise UserError("--with and --methods / --scales: give one (an advice file names its cells)")
+        advice = read_advice_file(with_)
+        chosen, advised = with_advice(chosen, advice, with_)
+        grid = planning.only_cells(planning.make_plan(chosen), advised)
+    else:
+        grid = planning.make_plan(chosen)
+    if not advise_rounds:  # with rounds, --budget-usd is what the rounds may spend
+        planning.check_budget(grid, budget_usd)  # a dry run refuses what the real run would refuse
     if dry_run:
         planning.print_plan(grid)
         return
     options = LaunchOptions(out=out, address=address, storage=storage, fresh=fresh, force=force,
-                            tracking=tracking)
+                            tracking=tracking, advice=None if advice is None else {
+                                "file": str(Path(with_).resolve()), **advice.model_dump(mode="json")})
     steps = StudySteps(evaluate=evaluate, eval_limit=eval_limit, report=report,
                        allow_weak_sandbox=allow_weak_sandbox)
     result = run_study(grid, str(resolve_space_path(space)), options, steps, say=typer.echo,
@@ -69,3 +96,9 @@ def launch_grid(
     if result.pending:
         typer.echo(f"{result.pending} trial(s) unfinished: rerun the same command to continue", err=True)
         raise typer.Exit(1)
+    if advise_rounds:
+        from sweeper.study import AdviseRounds, run_advised_rounds
+
+        run_advised_rounds(chosen, str(resolve_space_path(space)), replace(options, out=str(result.out)), steps,
+                           AdviseRounds(advise_rounds, target, budget_usd, target_width), say=typer.echo,
+                           warn=lambda line: typer.echo(line, err=True))

@@ -47,6 +47,7 @@ class LaunchOptions:
     fresh: bool = False
     force: bool = False
     tracking: str | None = None
+    advice: dict[str, Any] | None = None  # the advice file this launch runs (`--with`), for its record
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,8 @@ def exclusive(out: Path) -> Iterator[None]:
         handle.close()
 
 
-def write_manifest(ledger: Ledger, plan: Plan, space_source: str, storage: str | None = None) -> dict[str, Any]:
+def write_manifest(ledger: Ledger, plan: Plan, space_source: str, storage: str | None = None,
+                   advice: dict[str, Any] | None = None) -> dict[str, Any]:
     """Add this launch to the folder's manifest (and give the folder its sweep id on its first launch,
     or on the first launch of a folder made before sweep ids); returns the manifest written. Every
     launch keeps its own space, so a `--force` launch with a changed space adds to the record instead
@@ -123,7 +125,8 @@ def write_manifest(ledger: Ledger, plan: Plan, space_source: str, storage: str |
               "sweep_id": sweep_id, "space_hash": space_hash(space), "space": space,
               "cells": [c.id for c in plan.cells], "resolved_cells": [c.model_dump(mode="json") for c in plan.cells],
               "device_hours_planned": plan_json["totals"]["device_hours"],
-              "checkpoints": checkpoint_store(ledger.out, storage, identity) if storage else None}
+              "checkpoints": checkpoint_store(ledger.out, storage, identity) if storage else None,
+              **({"advice": advice} if advice else {})}
     manifest = {
         **identity,
         "space": space,
@@ -217,7 +220,7 @@ def launch_grid(plan: Plan, space_source: str, options: LaunchOptions) -> Launch
         storage = storage_for(out, options, runtime.alive_nodes())
         with exclusive(out):
             check_same_space(ledger, plan, options.force)  # the check that counts: nobody changes it now
-            launch = write_manifest(ledger, plan, space_source, storage)["launches"][-1]
+            launch = write_manifest(ledger, plan, space_source, storage, options.advice)["launches"][-1]
             ledger.rebuild_views()
             ledger.clear_live()
             trials = grid_trials(plan.cells)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -243,12 +244,18 @@ def _run(jobs: list[PretrainJob], workers: int | None, console: Console) -> dict
             return results
 
 
+LOG_EVERY_S = 30.0  # off a terminal (a log file), one progress line per scale at most this often
+
+
 class _Display:
-    """Turns progress messages from the workers into bar updates (tokens/s, loss, val loss)."""
+    """Turns progress messages from the workers into bar updates (tokens/s, loss, val loss) and, off a
+    terminal, where a live bar draws nothing until it ends, into a line per scale every LOG_EVERY_S."""
 
     def __init__(self, progress: Progress, bars: dict[str, TaskID]) -> None:
         self.progress, self.bars = progress, bars
         self.val: dict[str, float] = {}
+        self.lines = not progress.console.is_terminal
+        self.logged: dict[str, float] = {}
 
     def put(self, message: dict[str, Any]) -> None:
         scale = message["scale"]
@@ -260,6 +267,13 @@ class _Display:
             self.bars[scale], completed=message["tokens"], rate=f"{rate:,.0f} tok/s",
             loss=f"loss {message['loss']:.3f}{val}",
         )
+        now = time.monotonic()
+        total = self.progress.tasks[self.bars[scale]].total or 0
+        if self.lines and (now - self.logged.get(scale, -LOG_EVERY_S) >= LOG_EVERY_S or message["tokens"] >= total):
+            self.logged[scale] = now
+            self.progress.console.print(
+                f"pretrain {scale}: {message['tokens']:,}/{total:,.0f} tok, {rate:,.0f} tok/s, "
+                f"loss {message['loss']:.3f}{val}, {message['seconds']:.0f} s", highlight=False)
 
     def drain(self, messages: Any) -> None:
         while True:
