@@ -26,7 +26,7 @@ import polars as pl
 
 from analysis import advise
 from analysis.fitting import FitData
-from analysis.forecast import Target, candidates
+from analysis.forecast import Target, candidates, interval
 from analysis.pipeline import EXTRAPOLATIONS
 from analysis.sources import Source
 from sweeper.core import provenance
@@ -35,7 +35,6 @@ from sweeper.core.io import atomic_write, atomic_write_text
 from sweeper.sweep.folder import SweepFolder
 
 KINDS = ("scales", "seeds", "methods", "all")
-COSTS = {"usd": "usd", "device-hours": "device_hours"}
 
 
 @dataclass(frozen=True)
@@ -55,9 +54,10 @@ def sweep_points(source: Source) -> tuple[pl.DataFrame, FitData]:
     and the rows they come from, in the same order."""
     table = source.table.filter(pl.col("final_val_loss").is_finite() & (pl.col("final_val_loss") > 0))
     names = tuple(dict.fromkeys(table["method"].to_list()))
-    return table, FitData(X=table["total_params"].cast(pl.Float64).to_numpy()[:, None],
+    data = FitData(X=table["total_params"].cast(pl.Float64).to_numpy()[:, None],
                    y=table["final_val_loss"].cast(pl.Float64).to_numpy(),
                    groups=np.array([names.index(m) for m in table["method"].to_list()]), group_names=names)
+    return table, data
 
 
 def parse_targets(text: str, data: FitData, scale_totals: dict[tuple[str, str], int]) -> list[Target]:
@@ -94,11 +94,12 @@ def parse_targets(text: str, data: FitData, scale_totals: dict[tuple[str, str], 
 
 def build_candidates(table: pl.DataFrame, data: FitData, kinds: str, space) -> tuple[list[advise.Candidate], list[str]]:
     """The candidates of `kinds` with their planned costs, and the ones listed but not valued."""
+    from sweeper.ladders import get_ladder
     from sweeper.plan import make_plan
 
     if kinds not in KINDS:
         raise UserError(f"--candidates {kinds!r}: expected one of {', '.join(KINDS)}")
-    ladder = _ladder(space)
+    ladder = get_ladder(space.ladder)
     run = {(m, s) for m, s in zip(table["method"].to_list(), table["scale"].to_list(), strict=True)}
     wanted_scales = [s for s in ladder.scales if any((m, s) not in run for m in data.group_names)]
     priced = make_plan(space.model_copy(update={"scales": tuple(dict.fromkeys([*space.scales, *wanted_scales])),
@@ -116,7 +117,8 @@ def build_candidates(table: pl.DataFrame, data: FitData, kinds: str, space) -> t
                                               (advise.Run(method, scale, np.array([float(e.total_params)])),),
                                               e.device_hours, e.usd))
     if kinds in ("seeds", "all"):
-        rows = table.with_row_index("row")
+        # one more replicate per cell (a cell run with several seeds has a row per seed: the first stands for it)
+        rows = table.with_row_index("row").unique(["method", "scale"], keep="first", maintain_order=True)
         bundles = {f"+1 seed: {m} ({int((rows['method'] == m).sum())} cells)": rows.filter(pl.col("method") == m)
                    for m in data.group_names}
         bundles[f"+1 seed: every cell ({rows.height})"] = rows
@@ -189,8 +191,6 @@ class Followed:
 def followed(source: Source, result, level: float) -> list[Followed]:
     """Every advice the sweep's launches ran, with the objective recomputed on `result` (the current
     forecast) at the targets the advice froze (their methods and total parameters)."""
-    from analysis.forecast import interval
-
     records = []
     seen = set()
     for launch in source.manifest.get("launches") or ():
@@ -260,12 +260,6 @@ def _ranking_targets(targets: list[Target], data: FitData) -> list[Target]:
             own = float(data.X[data.groups == group, 0].max())
             out.append(Target(group, target.label, np.array([own * multiple])))
     return out
-
-
-def _ladder(space):
-    from sweeper.ladders import get_ladder
-
-    return get_ladder(space.ladder)
 
 
 def to_json(advice: Advice) -> dict:

@@ -134,9 +134,7 @@ def test_advise_rounds_run_the_advice_and_record_each_forecast(run_cli, write_sp
     assert rounds[0]["round"] == 1 and rounds[0]["spent_usd"] == 0 and len(rounds[0]["forecast"]) == 1
     assert (out / "advice" / "rounds.png").stat().st_size > 0
     manifest = json.loads((out / "manifest.json").read_text())
-    if len(rounds) == 1:  # nothing was expected to help: the loop said so and stopped
-        assert "stopping" in stdout
-        return
+    assert len(rounds) == 2 and "round 1: running " in stdout  # the round ran, then the forecast after it
     advised = manifest["launches"][-1]["advice"]
     runs = {(r["method"], r["scale"]) for r in advised["runs"]}
     ledger = pl.read_parquet(out / "cells.parquet")
@@ -161,3 +159,14 @@ def test_the_report_compares_followed_advice_with_the_forecast_now(run_cli, swee
     # nothing was run yet: the width now is the width then
     then, now = row.split(" | ")[3], row.strip(" |").split(" | ")[-1]
     assert then == now and "lora@70B-equivalent" in row
+
+
+def test_the_ranking_objective_values_the_chance_that_the_leader_is_right(run_cli, sweep):
+    code, out, err = run_cli("advise", str(sweep), "--target", "lora@70B-equivalent", "--objective", "ranking",
+                             "--candidates", "scales", "--draws", "3", "--json")
+    assert code == 0, err
+    advice = json.loads(out)
+    assert advice["objective"] == "ranking" and 1 / 7 <= advice["before"] <= 1
+    assert {t["method"] for t in advice["targets"]} == {"fft", "lora", "ptuning", "ia3", "adapterh", "adapterp",
+                                                         "parallel"}  # every method at the target's scale
+    assert all(0 <= c["expected_after"] <= 1 for c in advice["candidates"])
