@@ -15,7 +15,9 @@ accelerator), per replicate; pretraining a micro scale that is not built yet is 
 
 from __future__ import annotations
 
+import itertools
 import json
+import shlex
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +33,7 @@ from analysis.pipeline import EXTRAPOLATIONS
 from analysis.sources import Source
 from sweeper.core import provenance
 from sweeper.core.errors import UserError
-from sweeper.core.io import atomic_write, atomic_write_text
+from sweeper.core.io import atomic_write, atomic_write_text, check_writable
 from sweeper.sweep.folder import SweepFolder
 
 KINDS = ("scales", "seeds", "methods", "all")
@@ -92,8 +94,10 @@ def parse_targets(text: str, data: FitData, scale_totals: dict[tuple[str, str], 
     return targets
 
 
-def build_candidates(table: pl.DataFrame, data: FitData, kinds: str, space) -> tuple[list[advise.Candidate], list[str]]:
-    """The candidates of `kinds` with their planned costs, and the ones listed but not valued."""
+def build_candidates(table: pl.DataFrame, data: FitData, kinds: str, space) -> tuple[
+        list[advise.Candidate], list[str], dict[tuple[str, str], int]]:
+    """The candidates of `kinds` with their planned costs, the ones listed but not valued, and the total
+    parameters of every (method, scale) the space can price (targets may name any of them)."""
     from sweeper.ladders import get_ladder
     from sweeper.plan import make_plan
 
@@ -102,8 +106,12 @@ def build_candidates(table: pl.DataFrame, data: FitData, kinds: str, space) -> t
     ladder = get_ladder(space.ladder)
     run = {(m, s) for m, s in zip(table["method"].to_list(), table["scale"].to_list(), strict=True)}
     wanted_scales = [s for s in ladder.scales if any((m, s) not in run for m in data.group_names)]
-    priced = make_plan(space.model_copy(update={"scales": tuple(dict.fromkeys([*space.scales, *wanted_scales])),
-                                                "seeds": 1}))
+    # One replicate of every cell at every scale of the ladder: the seeds the sweep's overrides set (an
+    # earlier advice's) would price all of a cell's replicates.
+    overrides = [rule.model_copy(update={"set": {k: v for k, v in rule.set.items() if k != "seeds"}})
+                 for rule in space.overrides]
+    priced = make_plan(space.model_copy(update={"scales": tuple(ladder.scales), "seeds": 1,
+                                                "overrides": tuple(rule for rule in overrides if rule.set)}))
     estimates = {(e.method, e.scale): e for e in priced.estimates}
     found: list[advise.Candidate] = []
     unvalued: list[str] = []
@@ -125,12 +133,17 @@ def build_candidates(table: pl.DataFrame, data: FitData, kinds: str, space) -> t
         for name, members in bundles.items():
             runs = tuple(advise.Run(m, s, np.array([float(x)]), int(r)) for r, m, s, x in
                          members.select("row", "method", "scale", "total_params").iter_rows())
+            unpriced = sorted({f"{r.method}@{r.scale}" for r in runs if (r.method, r.scale) not in estimates})
+            if unpriced:  # cells of an earlier launch's space that the latest space no longer holds
+                unvalued.append(f"{name}: {', '.join(unpriced)} cannot be priced with the sweep's latest space")
+                continue
             found.append(advise.Candidate(name, "seeds", runs, sum(estimates[(r.method, r.scale)].device_hours for r in runs),
                                           sum(estimates[(r.method, r.scale)].usd for r in runs)))
     if kinds in ("methods", "all"):
         unvalued += [f"{m}: not run at any scale, so it has no curve to forecast from (run it at two or more scales)"
                      for m in space.methods if m not in data.group_names]
-    return found, unvalued
+    totals = {key: e.total_params for key, e in estimates.items()}
+    return found, unvalued, totals
 
 
 def run_advice(source: Source, target_text: str, objective: str, budget_usd: float | None,
@@ -147,10 +160,10 @@ def run_advice(source: Source, target_text: str, objective: str, budget_usd: flo
         raise UserError("--budget-usd and --budget-device-hours: give one")
     space = Space.parse(source.manifest.get("space") or {}, f"{source.path}/manifest.json: space")
     table, data = sweep_points(source)
-    found, unvalued = build_candidates(table, data, kinds, space)
-    totals = {(r.method, r.scale): int(r.X[0]) for c in found for r in c.runs}
+    found, unvalued, totals = build_candidates(table, data, kinds, space)
     totals |= {(m, s): int(x) for m, s, x in table.select("method", "scale", "total_params").iter_rows()}
     targets = parse_targets(target_text, data, totals)
+    check_writable(SweepFolder(source.path).root / "advice")  # before the work, not after it
     cost = "usd" if budget_hours is None else "device_hours"
     budget = budget_usd if budget_hours is None else budget_hours
     if budget is not None and found and budget < min(getattr(c, cost) for c in found):
@@ -158,8 +171,8 @@ def run_advice(source: Source, target_text: str, objective: str, budget_usd: flo
         raise UserError(f"budget {budget:g} {'$' if cost == 'usd' else 'device-hours'} is below the cheapest candidate, "
                         f"{cheapest.name} at {getattr(cheapest, cost):.3g}")
     if not found:
-        raise UserError(f"{source.path}: no candidate of kind {kinds!r}: every scale of the ladder has been run "
-                        "by every method; try --candidates seeds")
+        why = unvalued[0] if unvalued else "every scale of the ladder has been run by every method"
+        raise UserError(f"{source.path}: no candidate of kind {kinds!r} can be valued ({why}); try --candidates all")
     if objective == advise.RANKING:  # every method at each target's label
         targets = _ranking_targets(targets, data)
     variants = candidates(None, 1, len(data.group_names))
@@ -168,7 +181,15 @@ def run_advice(source: Source, target_text: str, objective: str, budget_usd: flo
     except UserError as err:
         raise UserError(f"{source.path}: no forecast can be made from this sweep ({err})") from None
     before = advise.current_value(study, seed)
-    assessed = [advise.assess(study, c, draws, seed) for c in found]
+    if not np.isfinite(before):
+        raise UserError(f"--target {target_text!r}: the current forecast cannot predict it (a method needs two or "
+                        "more scales to have a curve)")
+    assessed = []
+    for item in (advise.assess(study, c, draws, seed) for c in found):
+        if np.isfinite(item.after):
+            assessed.append(item)
+        else:
+            unvalued.append(f"{item.candidate.name}: its method has no curve yet to draw the run's result from")
     ranked = advise.rank(assessed, before, objective, cost)
     choice = advise.choose(study, assessed, before, budget, cost, draws, seed)
     return Advice(study, before, ranked, choice, budget, cost, unvalued, time.perf_counter() - started)
@@ -188,7 +209,7 @@ class Followed:
     now: float | None  # the objective on today's forecast (width only; None for ranking or a lost target)
 
 
-def followed(source: Source, result, level: float) -> list[Followed]:
+def followed(source: Source, result, level: float, x: tuple[str, ...]) -> list[Followed]:
     """Every advice the sweep's launches ran, with the objective recomputed on `result` (the current
     forecast) at the targets the advice froze (their methods and total parameters)."""
     records = []
@@ -204,7 +225,9 @@ def followed(source: Source, result, level: float) -> list[Followed]:
         record = json.loads(path.read_text())
         now = None
         names = list(result.design.group_names)
-        if record["objective"] == advise.WIDTH and all(t["method"] in names for t in record["targets"]):
+        # advice targets are sizes in total parameters: comparable only with a forecast against them
+        if (record["objective"] == advise.WIDTH and x == ("total_params",)
+                and all(t["method"] in names for t in record["targets"])):
             points = [Target(names.index(t["method"]), t["label"], np.array([t["total_params"]]))
                       for t in record["targets"]]
             estimate, lower, upper = interval(result, points, level)
@@ -251,14 +274,14 @@ def write_rounds(folder: Path, history: list[dict]) -> list[Path]:
 
 
 def _ranking_targets(targets: list[Target], data: FitData) -> list[Target]:
-    """For the ranking objective: every method at each target's multiple of its own largest size."""
-    out = []
+    """For the ranking objective: every method at each target's size (once per label), so that the
+    methods are compared at one size even where their largest trained scales differ (advised runs)."""
+    out, labels = [], set()
     for target in targets:
-        largest = float(data.X[data.groups == target.group, 0].max())
-        multiple = float(target.X[0]) / largest
-        for group in range(len(data.group_names)):
-            own = float(data.X[data.groups == group, 0].max())
-            out.append(Target(group, target.label, np.array([own * multiple])))
+        if target.label in labels:
+            continue
+        labels.add(target.label)
+        out += [Target(group, target.label, target.X) for group in range(len(data.group_names))]
     return out
 
 
@@ -319,9 +342,19 @@ def write_record(source: Source, advice: Advice, argv: list[str]) -> tuple[Path,
     target = ", ".join(dict.fromkeys(f"{names[t.group]}@{t.label}" for t in advice.study.targets))
     file = AdviceFile(advice=stem, space=str(source.manifest["space"]["name"]), runs=tuple(runs), target=target,
                       objective=advice.study.objective, before=advice.before, expected_after=choice.together.after)
-    space_source = source.manifest.get("space_source") or source.manifest["space"]["name"]
     yaml_path = folder / f"{stem}.yaml"
     write_advice_file(yaml_path, file, f"sweeper advise, {at.isoformat(timespec='seconds')}: {target}, {advice.study.objective} "
                       f"{advice.before:.4f} -> {choice.together.after:.4f} expected (details: {path.name}).\n"
-                      f"Run it: sweeper launch grid --space {space_source} --out {source.path} --with {yaml_path}")
+                      f"Run it: {run_command(source, yaml_path)}")
     return path, yaml_path
+
+
+def run_command(source: Source, advice_file: Path) -> str:
+    """The launch that runs an advice file on its sweep: the space and `--set` values the sweep was first
+    launched with (a search design, a changed recipe), so that the advised cells are cells of the same grid."""
+    manifest = source.manifest
+    space = manifest.get("space_source") or manifest["space"]["name"]
+    argv = ((manifest.get("launches") or [{}])[0]).get("argv") or []
+    sets = [f"--set {shlex.quote(value)}" for flag, value in itertools.pairwise(argv) if flag == "--set"]
+    return " ".join(["sweeper launch grid --space", shlex.quote(str(space)), *sets, "--out",
+                     shlex.quote(str(source.path)), "--with", shlex.quote(str(advice_file))])

@@ -5,9 +5,10 @@ at, or extra seeds of cells already run. Its value is what the target forecast i
 like once its results are in. That is estimated by drawing the results K times and refitting the
 forecast on each completed data set:
 - a run at a new scale is drawn from the current forecast's predictive distribution there (the
-  candidates' mixture with its parameter uncertainty, run noise and drift: `forecast.sample`);
-- an extra seed of a cell is drawn around that cell's observed value with the run noise, doubled in
-  variance (the new run's noise and the observed run's own, which the observed value carries).
+  candidates' mixture with its parameter uncertainty, run noise and drift); the runs of one candidate
+  are drawn together, from one curve per method (`forecast.sample_together`);
+- an extra seed of a cell is drawn around that cell's mean with the run noise, plus the mean's own
+  uncertainty (variance sigma^2 (1 + 1/k) over k runs so far).
 The refit is the forecast's own procedure on every draw at once (one batched polish from the current
 fit's parameters, `forecast(..., starts=...)`), so the expected interval includes the change of the
 stacking weights and the drift term a new scale brings. The same random numbers serve every candidate
@@ -32,6 +33,7 @@ from analysis.forecast import (
     fold_batches,
     forecast,
     sample,
+    sample_together,
     scale_index,
 )
 
@@ -117,6 +119,8 @@ def assess(study: Study, candidate: Candidate, draws: int = OUTCOME_DRAWS, seed:
     same random numbers for every candidate)."""
     rng = np.random.default_rng(seed)
     outcomes = simulate_outcomes(study.current, candidate.runs, draws, rng)
+    if not np.isfinite(outcomes).all():  # a run the forecast cannot predict (its method has no curve yet)
+        return Assessed(candidate, float("nan"), float("nan"))
     design = _augmented(study.design, candidate.runs)
     y = np.concatenate([np.repeat(study.data.y[None, :], draws, axis=0), outcomes], axis=1)
     refit = forecast(design, y, study.targets, study.variants, study.level, starts=_starts_for(study, design))
@@ -134,14 +138,18 @@ def simulate_outcomes(current: Forecast, runs: tuple[Run, ...], draws: int, rng:
     new = [i for i, run in enumerate(runs) if run.replicate_of is None]
     if new:
         points = [Target(current.design.group_names.index(runs[i].method), "", runs[i].X) for i in new]
-        out[:, new] = sample(replace(current, targets=points), draws, rng)
+        out[:, new] = sample_together(replace(current, targets=points), draws, rng)
     noise = float(current.noise[0])  # sd of a new run, in forecast space
+    cells = current.design.cells
     for i, run in enumerate(runs):
         if run.replicate_of is None:
             continue
-        observed = float(current.y[0, run.replicate_of])
-        step = np.sqrt(2.0) * noise * rng.standard_normal(draws)
-        out[:, i] = observed * np.exp(step) if log_space else observed + step
+        # around the cell's mean of k runs: a new run's noise plus that mean's own (variance sigma^2 (1 + 1/k))
+        members = cells == cells[run.replicate_of]
+        values = current.y[0, members]
+        centre = float(np.exp(np.log(values).mean())) if log_space else float(values.mean())
+        step = noise * np.sqrt(1.0 + 1.0 / members.sum()) * rng.standard_normal(draws)
+        out[:, i] = centre * np.exp(step) if log_space else centre + step
     return out
 
 

@@ -236,7 +236,7 @@ def advise(source: SourceArgument, target: TargetOption, objective: ObjectiveOpt
     """
     import sys
 
-    from analysis.advice import run_advice, to_json, write_record
+    from analysis.advice import run_advice, run_command, to_json, write_record
     from analysis.pipeline import progress
     from analysis.sources import load_source
 
@@ -252,8 +252,7 @@ def advise(source: SourceArgument, target: TargetOption, objective: ObjectiveOpt
     _print_advice(advice)
     typer.echo(f"advice kept in {record}")
     if runs is not None:
-        space = loaded.manifest.get("space_source") or loaded.manifest["space"]["name"]
-        typer.echo(f"run it: sweeper launch grid --space {space} --out {loaded.path} --with {runs}")
+        typer.echo(f"run it: {run_command(loaded, runs)}")
 
 
 def _print_advice(advice) -> None:

@@ -17,6 +17,7 @@ from analysis.downstream import Correlation, kendall
 from analysis.formatting import number
 from analysis.sources import Source
 from sweeper.core.errors import UserError
+from sweeper.schema import without_neutral_defaults
 
 LOSS = "final_val_loss"
 
@@ -32,7 +33,7 @@ class Design:
 @dataclass(frozen=True)
 class ScaleAgreement:
     scale: str
-    orders: tuple[list[str], list[str]]  # each design's methods, best first
+    orders: tuple[list[str], list[str]]  # each design's order of the methods both ran, best first
     tau: Correlation  # between the two designs' losses of the common methods
 
 
@@ -73,7 +74,9 @@ def side_by_side(this: Source, other: Source, level_names: list[str]) -> SideByS
     if not other.is_sweep:
         raise UserError(f"--against {other.path}: not a sweep folder (the ranking comparison needs a sweep's ledger)")
     for key in ("ladder", "data"):
-        mine, theirs = ((s.manifest.get("space") or {}).get(key) for s in (this, other))
+        # fields added since a sweep was recorded do not make its data another's (schema.ID_NEUTRAL_DEFAULTS)
+        mine, theirs = (without_neutral_defaults({key: (s.manifest.get("space") or {}).get(key)})[key]
+                        for s in (this, other))
         if mine != theirs:
             raise UserError(f"--against {other.path}: its {key} ({theirs}) is not this sweep's ({mine}); two designs "
                             "of one grid share the ladder and the data")
@@ -84,7 +87,7 @@ def side_by_side(this: Source, other: Source, level_names: list[str]) -> SideByS
         common = sorted(set(designs[0].loss[scale]) & set(designs[1].loss[scale]))
         if len(common) < 2:
             continue
-        orders = tuple(sorted(d.loss[scale], key=d.loss[scale].get) for d in designs)
+        orders = tuple(sorted(common, key=d.loss[scale].get) for d in designs)
         tau = kendall(*(np.array([d.loss[scale][m] for m in common]) for d in designs))
         agreements.append(ScaleAgreement(scale, orders, tau))
     if not agreements:

@@ -722,3 +722,28 @@ def sample(result: Forecast, count: int, rng: np.random.Generator, index: int = 
         picks = rng.choice(len(weights), size=count, p=weights / weights.sum())
         draws[:, j] = centres[picks, j] + scales[picks, j] * stats.t.rvs(dofs[picks], random_state=rng)
     return np.exp(draws) if all(v.law.log_residuals for v in result.variants) else draws
+
+
+def sample_together(result: Forecast, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, T) draws of the targets as one outcome each (B = 1), in y units: where `sample` draws every
+    target on its own, here each draw takes one candidate for all of them and, per group, one deviation of
+    its curve (the parameter and drift part of the spread, fully correlated along the group's targets),
+    plus independent run noise per target. Runs of one set (a method at two new scales) then come from
+    one plausible curve, not from unrelated ones."""
+    targets = result.targets
+    centres, scales, dofs = _distributions(result, targets)
+    centres, scales = centres[:, 0], scales[:, 0]  # (V, T)
+    noise = float(result.noise[0])
+    curve = np.sqrt(np.maximum(scales**2 - noise**2, 0.0))
+    valid = np.isfinite(centres).all(axis=1) & np.isfinite(scales).all(axis=1) & (result.weights[0] > 0)
+    draws = np.full((count, len(targets)), np.nan)
+    if not valid.any():
+        return draws
+    weights = np.where(valid, result.weights[0], 0.0)
+    picks = rng.choice(len(weights), size=count, p=weights / weights.sum())
+    groups = sorted({t.group for t in targets})
+    shared = {g: stats.t.rvs(dofs[picks], random_state=rng) for g in groups}  # (count,) per group
+    run = rng.standard_normal((count, len(targets)))
+    for j, target in enumerate(targets):
+        draws[:, j] = centres[picks, j] + curve[picks, j] * shared[target.group] + noise * run[:, j]
+    return np.exp(draws) if all(v.law.log_residuals for v in result.variants) else draws

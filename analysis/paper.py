@@ -69,11 +69,15 @@ def _means(analysis: Analysis) -> _Means:
     data, frame = analysis.main.data, analysis.frame
     methods = np.array([data.group_names[g] for g in data.groups])
 
+    # A scale that fewer than half the methods ran at (advised runs) is not a scale of the grid: the
+    # findings compare the methods where (nearly) all of them ran.
+    enough = max(2, (len(set(methods)) + 1) // 2)
+
     def per_scale(values: np.ndarray) -> dict[int, dict[str, float]]:
         means: dict[int, dict[str, float]] = {}
         for level in sorted(set(analysis.levels.tolist())):
             at = analysis.levels == level
-            if len(set(methods[at])) < 2:  # a scale only one method ran at (an advised run) compares nothing
+            if len(set(methods[at])) < enough:
                 continue
             means[level] = {m: float(values[at & (methods == m)].mean()) for m in sorted(set(methods[at]))}
         return means
@@ -90,7 +94,7 @@ def _verdict(holds: list[bool]) -> str:
 
 def _fft_best(analysis: Analysis, means: _Means) -> Finding:
     claim = "FFT generally leads to the best performance across all scales (abstract; section 4)."
-    best = {level: min(by_method, key=by_method.get) for level, by_method in means.loss.items()}
+    best = {level: min(by_method, key=by_method.get) for level, by_method in means.loss.items() if "fft" in by_method}
     won = [means.level_names[level] for level, method in best.items() if method == "fft"]
     evidence = f"lowest validation loss at {len(won)} of {len(best)} scales ({', '.join(won) or 'none'})"
     outlook = analysis.main.outlook

@@ -118,7 +118,7 @@ def _advice_blocks(analysis: Analysis) -> list[Block]:
     rows = [(f.advice, f.target, ", ".join(f.runs), number(f.before, 4),
              "n/a" if f.expected_after is None else f"{f.expected_after:.4f} ± {f.expected_after_se:.4f}",
              "n/a" if f.now is None else number(f.now, 4))
-            for f in followed(analysis.source, outlook.result, analysis.options.level)]
+            for f in followed(analysis.source, outlook.result, analysis.options.level, analysis.main.x)]
     if not rows:
         return []
     return [Block("h3", "Advice followed"),

@@ -91,9 +91,8 @@ def run_advised_rounds(space: Space, space_source: str, options: LaunchOptions, 
 
     out = Path(options.out) if options.out else Path("sweeps") / space.name
     history: list[dict] = []
-    spent, ran = 0.0, False
+    spent, ran = 0.0, False  # ran: runs were bought since the last forecast was recorded
     for number in range(1, rounds.rounds + 1):
-        ran = False
         source = load_source(out)
         left = rounds.budget_usd - spent
         try:
@@ -108,6 +107,7 @@ def run_advised_rounds(space: Space, space_source: str, options: LaunchOptions, 
         target = ",".join(dict.fromkeys(f"{names[t.group]}@{float(t.X[0])!r}" for t in advice.study.targets))
         rounds = replace(rounds, target=target)
         history.append({"round": number, "spent_usd": spent, "record": record.name, **measure(advice.study)})
+        ran = False
         if rounds.target_width is not None and advice.before <= rounds.target_width:
             say(f"round {number}: width {advice.before:.4f} is at most the target {rounds.target_width:g}; stopping")
             break
@@ -121,16 +121,21 @@ def run_advised_rounds(space: Space, space_source: str, options: LaunchOptions, 
         advised = read_advice_file(str(file))
         advised_space, cells = with_advice(space, advised, str(file))
         plan = only_cells(make_plan(advised_space), cells)
-        result = run_study(plan, space_source, replace(options, out=str(out), advice={
+        result = run_study(plan, space_source, replace(options, out=str(out), fresh=False, advice={
             "file": str(file), **advised.model_dump(mode="json")}), steps, say=say, warn=warn)
-        spent += sum(estimate.usd for estimate in plan.estimates)
+        # the advice's own prices: one run per new scale, one replicate per extra seed (the plan of a
+        # cell with more seeds prices all of them, though only the new one runs)
+        spent += sum(a.candidate.usd for a in chosen.chosen)
         ran = True
         if result.failed or result.pending:
             warn(f"round {number}: {result.failed} failed, {result.pending} unfinished trial(s); stopping")
             break
     if ran:  # the forecast once the last round's runs are in
-        study = current_study(load_source(out), rounds.target)
-        history.append({"round": len(history) + 1, "spent_usd": spent, "record": None, **measure(study)})
+        try:
+            study = current_study(load_source(out), rounds.target)
+            history.append({"round": len(history) + 1, "spent_usd": spent, "record": None, **measure(study)})
+        except UserError as err:  # e.g. a round bought the target's own scale: it is no longer a forecast
+            say(f"after round {len(history)}: {err}")
     if history:
         written = write_rounds(SweepFolder(out).root / "advice", history)
         say(f"advice rounds: {', '.join(str(p) for p in written)}")

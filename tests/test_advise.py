@@ -170,3 +170,33 @@ def test_the_ranking_objective_values_the_chance_that_the_leader_is_right(run_cl
     assert {t["method"] for t in advice["targets"]} == {"fft", "lora", "ptuning", "ia3", "adapterh", "adapterp",
                                                          "parallel"}  # every method at the target's scale
     assert all(0 <= c["expected_after"] <= 1 for c in advice["candidates"])
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--advise-rounds", "1", "--target", "lroa@70b", "--budget-usd", "1"], "--target 'lroa@70b': expected METHOD@SCALE"),
+    (["--advise-rounds", "1", "--budget-usd", "1"], "--advise-rounds needs --target and --budget-usd"),
+    (["--advise-rounds", "1", "--target", "lora@70b", "--budget-usd", "1", "--dry-run"], "does not combine"),
+])
+def test_advise_rounds_check_their_options_before_the_grid_runs(run_cli, args, expected):
+    code, _, err = run_cli("launch", "grid", *args)
+    assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_runs_of_one_candidate_are_drawn_from_one_curve():
+    """Same marginals as the forecast's own draws, but two new scales of one method move together."""
+    from dataclasses import replace
+
+    from analysis.fitting import FitData
+    from analysis.forecast import Target, candidates, sample, sample_together
+
+    rng = np.random.default_rng(0)
+    X = np.tile([1.2e5, 3e5, 6.4e5, 1.44e6], 3)[:, None]
+    groups = np.repeat(np.arange(3), 4)
+    y = (3 + 60 * X[:, 0] ** -0.3 * (1 + 0.1 * groups)) * np.exp(0.015 * rng.standard_normal(12))
+    study = advise.make_study(FitData(X=X, y=y, groups=groups, group_names=("a", "b", "c")),
+                              [Target(1, "t", np.array([6.5e6]))], candidates(None, 1, 3), 0.95, advise.WIDTH)
+    points = replace(study.current, targets=[Target(1, "", np.array([3.2e6])), Target(1, "", np.array([6.9e6]))])
+    alone, together = (draw(points, 20_000, np.random.default_rng(1)) for draw in (sample, sample_together))
+    quantiles = [0.025, 0.5, 0.975]
+    assert np.allclose(np.quantile(alone, quantiles, axis=0), np.quantile(together, quantiles, axis=0), rtol=0.01)
+    assert abs(np.corrcoef(alone.T)[0, 1]) < 0.05 and np.corrcoef(together.T)[0, 1] > 0.5

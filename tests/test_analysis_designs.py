@@ -65,3 +65,13 @@ def test_an_against_that_is_not_the_same_grid_is_a_one_line_error(run_cli, two_d
         code, _, err = run_cli("report", str(shared), "--against", str(against), "--out", str(out))
         assert code == 2 and expected in err and len(err.strip().splitlines()) == 1
         assert not out.exists()
+
+
+def test_a_sweep_recorded_before_a_new_data_field_is_the_same_grid(run_cli, two_designs, tmp_path):
+    shared, searched = two_designs
+    for folder, data in ((shared, {"source": "local-code", "packages": []}), (searched, {"source": "local-code"})):
+        manifest = json.loads((folder / "manifest.json").read_text())
+        manifest["space"]["data"] = data
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli("fit", str(shared), "--against", str(searched), "--bootstrap", "0", "--json")
+    assert code == 0, err

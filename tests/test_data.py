@@ -174,8 +174,9 @@ def test_local_code_mines_installed_packages_without_their_tests(tmp_path, monke
     assert "`double(x)`" in example.instruction
     assert not LocalCode().needs_files(config)
     assert LocalCode().identity(config, None)["packages"] == {"mylib": None}  # no distribution provides it
-    with pytest.raises(UserError, match=r"data\.packages: 'no_such_package' is not an installed package"):
-        LocalCode().examples(DataConfig(packages=("no_such_package",)), None)
+    for missing in ("no_such_package", "no_such_package.sub", ""):
+        with pytest.raises(UserError, match=rf"data\.packages: '{missing}' is not an installed package"):
+            LocalCode().examples(DataConfig(packages=(missing,)), None)
     with pytest.raises(UserError, match=r"data\.packages and data\.path"):
         LocalCode().examples(DataConfig(packages=("mylib",), path=str(tmp_path)), None)
 

@@ -27,8 +27,9 @@ def build(
 ) -> None:
     """Pretrain the micro ladder's scales and cache them (a second call is instant).
 
-    Builds the corpus (this Python's standard library), trains the BPE tokenizer, then pretrains
-    every scale, one process per core, biggest first, with a progress bar per scale. Results go to
+    Builds the corpus (this Python's standard library), trains the BPE tokenizer, then pretrains the
+    ladder's default scales (micro: xs, s, m, l; ml and xl with --scales), one process per core, biggest
+    first, with a progress bar per scale (a line per scale every 30 s off a terminal). Results go to
     the content-addressed cache (SWEEPER_CACHE, default ~/.cache/sweeper); a damaged entry is
     detected by its sha256 and rebuilt.
     """

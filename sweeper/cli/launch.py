@@ -66,6 +66,11 @@ def launch_grid(
     if advise_rounds and (target is None or budget_usd is None or with_ is not None or dry_run):
         raise UserError("--advise-rounds needs --target and --budget-usd, and does not combine with --with or --dry-run")
     chosen = select(load_space(space, set_ or ()), names("--methods", methods), names("--scales", scales))
+    if advise_rounds:  # a mistyped target is said now, not after the whole grid has run
+        unknown = sorted({part.partition("@")[0] for part in target.split(",")} - set(chosen.methods))
+        if unknown or any("@" not in part for part in target.split(",")):
+            raise UserError(f"--target {target!r}: expected METHOD@SCALE[,...] with methods of the space "
+                            f"({', '.join(chosen.methods)})")
     advice = None
     if with_ is not None:
         from sweeper.sweep.advice import read_advice_file, with_advice

@@ -150,7 +150,10 @@ def package_roots(packages: tuple[str, ...], field: str) -> list[Path]:
     error for one that is not installed (or is a single module, which has no folder)."""
     roots = []
     for package in packages:
-        spec = importlib.util.find_spec(package)
+        try:
+            spec = importlib.util.find_spec(package) if package else None
+        except (ImportError, ValueError):  # a dotted name whose parent is not installed
+            spec = None
         if spec is None or not spec.submodule_search_locations:
             raise UserError(f"{field}: {package!r} is not an installed package (expected an import name, e.g. 'rich')")
         roots.extend(Path(location) for location in spec.submodule_search_locations)
