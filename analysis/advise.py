@@ -104,9 +104,11 @@ def objective_values(study: Study, result: Forecast, rng: np.random.Generator) -
         shares = []
         for label in labels:
             columns = [j for j, t in enumerate(study.targets) if t.label == label and np.isfinite(draws[:, j]).all()]
+            if len(columns) < 2:  # fewer than two methods forecast there: no ranking to be right about
+                continue
             best = np.argmin(draws[:, columns], axis=1)
             shares.append(np.bincount(best, minlength=len(columns)).max() / RANKING_DRAWS)
-        values[b] = float(np.mean(shares))
+        values[b] = float(np.mean(shares)) if shares else float("nan")
     return values
 
 
