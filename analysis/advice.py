@@ -62,9 +62,26 @@ def sweep_points(source: Source) -> tuple[pl.DataFrame, FitData]:
     return table, data
 
 
-def parse_targets(text: str, data: FitData, scale_totals: dict[tuple[str, str], int]) -> list[Target]:
+def anchor_sizes(table: pl.DataFrame) -> dict[str, float]:
+    """Each method's size that the extrapolation labels multiply, as the report's forecast does: its size at
+    the largest scale that at least half the methods ran at (else its largest), so that a larger scale
+    only some methods ran at (an advised run) does not move their targets."""
+    methods = table["method"].unique().to_list()
+    by_scale = table.group_by("scale").agg(pl.col("method").n_unique().alias("methods"),
+                                           pl.col("total_params").median().alias("size"))
+    shared = by_scale.filter(pl.col("methods") >= max(1, (len(methods) + 1) // 2)).sort("size")
+    anchors = {m: float(x) for m, x in table.group_by("method").agg(pl.col("total_params").max()).iter_rows()}
+    if shared.height:
+        at = table.filter(pl.col("scale") == shared["scale"][-1]).group_by("method").agg(pl.col("total_params").max())
+        anchors |= {m: float(x) for m, x in at.iter_rows()}
+    return anchors
+
+
+def parse_targets(text: str, data: FitData, scale_totals: dict[tuple[str, str], int],
+                  anchors: dict[str, float] | None = None) -> list[Target]:
     """`METHOD@SCALE[,...]`: SCALE is an extrapolation label (34B-equivalent, 70B-equivalent: that multiple
-    of the method's largest trained size), a scale of the sweep's ladder, or a total parameter count."""
+    of the method's anchor size, `anchor_sizes`; default its largest trained size), a scale of the sweep's
+    ladder, or a total parameter count."""
     targets = []
     for part in (p.strip() for p in text.split(",")):
         method, _, scale = part.partition("@")
@@ -77,7 +94,7 @@ def parse_targets(text: str, data: FitData, scale_totals: dict[tuple[str, str], 
             label.split("-")[0].lower(): label for label in EXTRAPOLATIONS}
         if scale.lower() in labels:
             label = labels[scale.lower()]
-            x = largest * EXTRAPOLATIONS[label]
+            x = (anchors or {}).get(method, largest) * EXTRAPOLATIONS[label]
         elif (method, scale) in scale_totals:
             label, x = scale, float(scale_totals[(method, scale)])
         else:
@@ -162,7 +179,7 @@ def run_advice(source: Source, target_text: str, objective: str, budget_usd: flo
     table, data = sweep_points(source)
     found, unvalued, totals = build_candidates(table, data, kinds, space)
     totals |= {(m, s): int(x) for m, s, x in table.select("method", "scale", "total_params").iter_rows()}
-    targets = parse_targets(target_text, data, totals)
+    targets = parse_targets(target_text, data, totals, anchor_sizes(table))
     check_writable(SweepFolder(source.path).root / "advice")  # before the work, not after it
     cost = "usd" if budget_hours is None else "device_hours"
     budget = budget_usd if budget_hours is None else budget_hours
@@ -242,7 +259,7 @@ def current_study(source: Source, target_text: str, level: float = 0.95) -> advi
     """The forecast of the targets on the sweep as it stands (what a round of advice starts from)."""
     table, data = sweep_points(source)
     totals = {(m, s): int(x) for m, s, x in table.select("method", "scale", "total_params").iter_rows()}
-    targets = parse_targets(target_text, data, totals)
+    targets = parse_targets(target_text, data, totals, anchor_sizes(table))
     return advise.make_study(data, targets, candidates(None, 1, len(data.group_names)), level, advise.WIDTH)
 
 

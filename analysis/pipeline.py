@@ -252,7 +252,7 @@ def _study(law: Law, x: tuple[str, ...], y: str, data: FitData, counts: np.ndarr
     step(f"{what}: leave-one-out")
     comparison = compare(curves)
     chosen = preferred(comparison) if comparison else (JOINT if curves.joint else INDEPENDENT)
-    points = _prediction_points(data, law, options.predict, scale_defaults) if predict else {}
+    points = _prediction_points(data, law, options.predict, scale_defaults, levels) if predict else {}
     predictions = []
     for curve in curves.all():
         for group in curve.fit.group_names:
@@ -345,12 +345,17 @@ def _check_failures(curves: Curves, what: str) -> None:
 
 
 def _prediction_points(data: FitData, law: Law, predict: tuple[tuple[float, ...], ...],
-                       scale_defaults: bool) -> dict[str, list[tuple[str, np.ndarray]]]:
+                       scale_defaults: bool, levels: np.ndarray) -> dict[str, list[tuple[str, np.ndarray]]]:
     """Per group: (label, X (1, d)). Explicit points for every group; or, for a sweep, the default
-    multiples of the group's largest first input (other inputs as at that point)."""
+    multiples of the group's size at the largest scale that at least half the groups ran at (else of its
+    own largest first input; other inputs as at that point). A larger scale only some groups ran at
+    (an advised run) does not move their targets away from the others'."""
     points: dict[str, list[tuple[str, np.ndarray]]] = {}
+    shared = _shared_level(data.groups, levels)
     for index, group in enumerate(data.group_names):
-        rows = data.X[data.groups == index]
+        mine = data.groups == index
+        rows = data.X[mine & (levels == shared)] if shared is not None and (mine & (levels == shared)).any() \
+            else data.X[mine]
         if predict:
             points[group] = [(":".join(f"{v:.4g}" for v in point), np.array([point], dtype=float)) for point in predict]
         elif scale_defaults:
@@ -363,6 +368,13 @@ def _prediction_points(data: FitData, law: Law, predict: tuple[tuple[float, ...]
         else:
             points[group] = []
     return points
+
+
+def _shared_level(groups: np.ndarray, levels: np.ndarray) -> int | None:
+    """The largest scale index that at least half the groups (and at least one) have a point at."""
+    enough = max(1, (len(np.unique(groups)) + 1) // 2)
+    shared = [level for level in np.unique(levels) if len(np.unique(groups[levels == level])) >= enough]
+    return int(max(shared)) if shared else None
 
 
 def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, counts: np.ndarray, level: float,

@@ -87,4 +87,11 @@ def test_a_scale_only_one_method_ran_at_is_left_out_of_the_findings(run_cli, tmp
     pl.concat([ledger, extra]).write_parquet(folder / "cells.parquet")
     findings = findings_table(report(run_cli, folder, tmp_path / "out"))
     assert "at 4 of 4 scales" in findings["FFT generally leads to the best performance across all scales"][1]
+    # the forecast's targets stay multiples of the scale every method ran at, fft's too
+    code, out, err = run_cli("fit", str(folder), "--bootstrap", "0", "--json")
+    assert code == 0, err
+    at_l = float(extra["total_params"][0]) / 2
+    target = next(p for p in json.loads(out)["forecast"]["predictions"]
+                  if p["group"] == "fft" and p["label"] == "70B-equivalent")
+    assert target["x"] == [pytest.approx(at_l * 70 / 15.5)]
     assert "at 4 of 4 scales" in findings["LoRA usually offers the most favourable trade-off between cost and performance"][1]
