@@ -29,7 +29,16 @@ import polars as pl
 from analysis import advise
 from analysis.fitting import FitData
 from analysis.forecast import Target, candidates, interval
-from analysis.pipeline import EXTRAPOLATIONS
+from analysis.pipeline import (
+    EXTRAPOLATIONS,
+    SWEEP_BY,
+    SWEEP_SIZE,
+    SWEEP_X,
+    SWEEP_Y,
+    anchor_points,
+    fit_data,
+    scale_levels,
+)
 from analysis.sources import Source
 from sweeper.core import provenance
 from sweeper.core.errors import UserError
@@ -54,27 +63,15 @@ class Advice:
 def sweep_points(source: Source) -> tuple[pl.DataFrame, FitData]:
     """The sweep's points as the report fits them (total parameters -> final validation loss, by method),
     and the rows they come from, in the same order."""
-    table = source.table.filter(pl.col("final_val_loss").is_finite() & (pl.col("final_val_loss") > 0))
-    names = tuple(dict.fromkeys(table["method"].to_list()))
-    data = FitData(X=table["total_params"].cast(pl.Float64).to_numpy()[:, None],
-                   y=table["final_val_loss"].cast(pl.Float64).to_numpy(),
-                   groups=np.array([names.index(m) for m in table["method"].to_list()]), group_names=names)
-    return table, data
+    table = source.table.filter(pl.col(SWEEP_Y).is_finite() & (pl.col(SWEEP_Y) > 0))
+    return table, fit_data(table, (SWEEP_X,), SWEEP_Y, SWEEP_BY)
 
 
-def anchor_sizes(table: pl.DataFrame) -> dict[str, float]:
-    """Each method's size that the extrapolation labels multiply, as the report's forecast does: its size at
-    the largest scale that at least half the methods ran at (else its largest), so that a larger scale
-    only some methods ran at (an advised run) does not move their targets."""
-    methods = table["method"].unique().to_list()
-    by_scale = table.group_by("scale").agg(pl.col("method").n_unique().alias("methods"),
-                                           pl.col("total_params").median().alias("size"))
-    shared = by_scale.filter(pl.col("methods") >= max(1, (len(methods) + 1) // 2)).sort("size")
-    anchors = {m: float(x) for m, x in table.group_by("method").agg(pl.col("total_params").max()).iter_rows()}
-    if shared.height:
-        at = table.filter(pl.col("scale") == shared["scale"][-1]).group_by("method").agg(pl.col("total_params").max())
-        anchors |= {m: float(x) for m, x in at.iter_rows()}
-    return anchors
+def anchor_sizes(table: pl.DataFrame, data: FitData) -> dict[str, float]:
+    """Each method's size that the extrapolation labels multiply, as the report's forecast takes it
+    (`pipeline.anchor_points`), so that an advised larger scale does not move the targets."""
+    levels, _ = scale_levels(table, SWEEP_SIZE, SWEEP_X)
+    return {data.group_names[g]: float(X[0]) for g, X in anchor_points(data, levels).items()}
 
 
 def parse_targets(text: str, data: FitData, scale_totals: dict[tuple[str, str], int],
@@ -179,7 +176,7 @@ def run_advice(source: Source, target_text: str, objective: str, budget_usd: flo
     table, data = sweep_points(source)
     found, unvalued, totals = build_candidates(table, data, kinds, space)
     totals |= {(m, s): int(x) for m, s, x in table.select("method", "scale", "total_params").iter_rows()}
-    targets = parse_targets(target_text, data, totals, anchor_sizes(table))
+    targets = parse_targets(target_text, data, totals, anchor_sizes(table, data))
     check_writable(SweepFolder(source.path).root / "advice")  # before the work, not after it
     cost = "usd" if budget_hours is None else "device_hours"
     budget = budget_usd if budget_hours is None else budget_hours
@@ -259,16 +256,21 @@ def current_study(source: Source, target_text: str, level: float = 0.95) -> advi
     """The forecast of the targets on the sweep as it stands (what a round of advice starts from)."""
     table, data = sweep_points(source)
     totals = {(m, s): int(x) for m, s, x in table.select("method", "scale", "total_params").iter_rows()}
-    targets = parse_targets(target_text, data, totals, anchor_sizes(table))
+    targets = parse_targets(target_text, data, totals, anchor_sizes(table, data))
     return advise.make_study(data, targets, candidates(None, 1, len(data.group_names)), level, advise.WIDTH)
 
 
-def measure(study: advise.Study) -> dict:
-    """The targets' forecast (estimate, lower, upper) and its mean relative width, for the rounds' record."""
+def forecast_rows(study: advise.Study) -> list[dict[str, float]]:
+    """The targets' current forecast, one {estimate, lower, upper} per target (records and JSON)."""
     current = study.current
-    rows = [[float(current.estimate[0, j]), float(current.lower[0, j]), float(current.upper[0, j])]
-            for j in range(current.estimate.shape[1])]
-    return {"width": advise.current_value(study) if study.objective == advise.WIDTH else None, "forecast": rows}
+    return [{"estimate": float(e), "lower": float(lo), "upper": float(hi)}
+            for e, lo, hi in zip(current.estimate[0], current.lower[0], current.upper[0], strict=True)]
+
+
+def measure(study: advise.Study) -> dict:
+    """The targets' forecast and its mean relative width, for the rounds' record."""
+    return {"width": advise.current_value(study) if study.objective == advise.WIDTH else None,
+            "forecast": forecast_rows(study)}
 
 
 def write_rounds(folder: Path, history: list[dict]) -> list[Path]:
@@ -279,7 +281,7 @@ def write_rounds(folder: Path, history: list[dict]) -> list[Path]:
     data_path, figure_path = folder / "rounds.json", folder / "rounds.png"
     atomic_write_text(data_path, json.dumps(history, indent=2) + "\n")
     spent = [h["spent_usd"] for h in history]
-    estimate, lower, upper = (np.array([h["forecast"][0][i] for h in history]) for i in range(3))
+    estimate, lower, upper = (np.array([h["forecast"][0][key] for h in history]) for key in ("estimate", "lower", "upper"))
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     ax.errorbar(spent, estimate, yerr=[estimate - lower, upper - estimate], fmt="o-", capsize=4)
@@ -317,9 +319,7 @@ def to_json(advice: Advice) -> dict:
         "objective": advice.study.objective,
         "targets": [{"method": names[t.group], "label": t.label, "total_params": float(t.X[0])}
                     for t in advice.study.targets],
-        "forecast": [{"estimate": float(e), "lower": float(lo), "upper": float(hi)} for e, lo, hi in
-                     zip(advice.study.current.estimate[0], advice.study.current.lower[0], advice.study.current.upper[0],
-                         strict=True)],
+        "forecast": forecast_rows(advice.study),
         "before": before, "cost": advice.cost, "budget": advice.budget,
         "candidates": [entry(a) for a in advice.assessed],
         "chosen": [a.candidate.name for a in advice.choice.chosen], "chosen_by": advice.choice.rule,

@@ -17,7 +17,7 @@ import numpy as np
 from analysis.curves import INDEPENDENT, JOINT
 from analysis.downstream import LIKELIHOOD, kendall, lower_is_better, spearman
 from analysis.formatting import number
-from analysis.pipeline import Analysis
+from analysis.pipeline import Analysis, covered_levels
 
 ASTRAIOS_METHODS = ("fft", "lora", "ptuning", "ia3", "adapterh", "adapterp", "parallel")
 REPRODUCES, CONTRADICTS, MIXED, UNTESTED = "reproduces", "contradicts", "mixed", "cannot test here"
@@ -70,14 +70,14 @@ def _means(analysis: Analysis) -> _Means:
     methods = np.array([data.group_names[g] for g in data.groups])
 
     # A scale that fewer than half the methods ran at (advised runs) is not a scale of the grid: the
-    # findings compare the methods where (nearly) all of them ran.
-    enough = max(2, (len(set(methods)) + 1) // 2)
+    # findings compare the methods where (nearly) all of them ran, and at least two.
+    covered = covered_levels(data.groups, analysis.levels)
 
     def per_scale(values: np.ndarray) -> dict[int, dict[str, float]]:
         means: dict[int, dict[str, float]] = {}
-        for level in sorted(set(analysis.levels.tolist())):
+        for level in covered:
             at = analysis.levels == level
-            if len(set(methods[at])) < enough:
+            if len(set(methods[at])) < 2:
                 continue
             means[level] = {m: float(values[at & (methods == m)].mean()) for m in sorted(set(methods[at]))}
         return means

@@ -198,14 +198,13 @@ def analyze(source: Source, options: Options, backtest: bool = False,
     require_numeric(table, [*x, y], where)
     frame, warnings = _valid_rows(table, columns, options.drop_invalid, where)
     _check_positive(frame, law, x, where)
-    groups, group_names = _groups(frame, by)
-    levels, level_names = _levels(frame, size, x[0])
+    levels, level_names = scale_levels(frame, size, x[0])
     compared = side_by_side(source, against, level_names) if against is not None else None
     if options.holdout_largest and len(level_names) < 2:
         raise UserError(f"{where}: --holdout-largest needs at least two values of {size!r}; found {len(level_names)}")
     rng = np.random.default_rng(options.seed)
-    data = FitData(X=_matrix(frame, x), y=frame[y].cast(pl.Float64).to_numpy(), groups=groups,
-                   group_names=group_names)
+    data = fit_data(frame, x, y, by)
+    groups, group_names = data.groups, data.group_names
     if np.ptp(data.y) == 0:
         raise UserError(f"{where}: every value of {y!r} is {data.y[0]:g}: there is no trend to fit")
     warnings += _single_scale_groups(data, by)
@@ -351,15 +350,12 @@ def _prediction_points(data: FitData, law: Law, predict: tuple[tuple[float, ...]
     own largest first input; other inputs as at that point). A larger scale only some groups ran at
     (an advised run) does not move their targets away from the others'."""
     points: dict[str, list[tuple[str, np.ndarray]]] = {}
-    shared = _shared_level(data.groups, levels)
+    anchors = anchor_points(data, levels)
     for index, group in enumerate(data.group_names):
-        mine = data.groups == index
-        rows = data.X[mine & (levels == shared)] if shared is not None and (mine & (levels == shared)).any() \
-            else data.X[mine]
         if predict:
             points[group] = [(":".join(f"{v:.4g}" for v in point), np.array([point], dtype=float)) for point in predict]
         elif scale_defaults:
-            largest = rows[np.argmax(rows[:, 0])]
+            largest = anchors[index]
             points[group] = []
             for label, multiple in EXTRAPOLATIONS.items():
                 X = largest.copy()
@@ -370,11 +366,24 @@ def _prediction_points(data: FitData, law: Law, predict: tuple[tuple[float, ...]
     return points
 
 
-def _shared_level(groups: np.ndarray, levels: np.ndarray) -> int | None:
-    """The largest scale index that at least half the groups (and at least one) have a point at."""
+def covered_levels(groups: np.ndarray, levels: np.ndarray) -> list[int]:
+    """The scale indices that at least half the groups (and at least one) have a point at: the scales of
+    the grid, not a scale that only some groups reached (an advised run)."""
     enough = max(1, (len(np.unique(groups)) + 1) // 2)
-    shared = [level for level in np.unique(levels) if len(np.unique(groups[levels == level])) >= enough]
-    return int(max(shared)) if shared else None
+    return [int(level) for level in np.unique(levels) if len(np.unique(groups[levels == level])) >= enough]
+
+
+def anchor_points(data: FitData, levels: np.ndarray) -> dict[int, np.ndarray]:
+    """Per group, the point (d,) the default extrapolations multiply: its largest at the largest covered
+    scale (`covered_levels`), else its own largest first input."""
+    covered = covered_levels(data.groups, levels)
+    anchors = {}
+    for index in range(len(data.group_names)):
+        mine = data.groups == index
+        at_shared = mine & (levels == covered[-1]) if covered else np.zeros_like(mine)
+        rows = data.X[at_shared] if at_shared.any() else data.X[mine]
+        anchors[index] = rows[np.argmax(rows[:, 0])]
+    return anchors
 
 
 def _links(source: Source, frame: pl.DataFrame, main: Study, link_law: Law, counts: np.ndarray, level: float,
@@ -497,7 +506,14 @@ def _groups(frame: pl.DataFrame, by: str | None) -> tuple[np.ndarray, tuple[str,
     return np.array([index[label] for label in labels], dtype=int), names
 
 
-def _levels(frame: pl.DataFrame, size: str, order_by: str) -> tuple[np.ndarray, list[str]]:
+def fit_data(frame: pl.DataFrame, x: tuple[str, ...], y: str, by: str | None) -> FitData:
+    """The rows as the fits take them: inputs `x`, output `y`, one group per value of `by` (in order of
+    first appearance)."""
+    groups, group_names = _groups(frame, by)
+    return FitData(X=_matrix(frame, x), y=frame[y].cast(pl.Float64).to_numpy(), groups=groups, group_names=group_names)
+
+
+def scale_levels(frame: pl.DataFrame, size: str, order_by: str) -> tuple[np.ndarray, list[str]]:
     """Scale index of every point: numeric sizes in order; named scales (a sweep's `scale`) in the
     order of their median `order_by` (total parameters)."""
     column = frame[size]

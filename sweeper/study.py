@@ -86,8 +86,7 @@ def run_advised_rounds(space: Space, space_source: str, options: LaunchOptions, 
 
     from analysis.advice import current_study, measure, run_advice, write_record, write_rounds
     from analysis.sources import load_source
-    from sweeper.plan import make_plan, only_cells
-    from sweeper.sweep.advice import read_advice_file, with_advice
+    from sweeper.sweep.advice import advised_plan
 
     out = Path(options.out) if options.out else Path("sweeps") / space.name
     history: list[dict] = []
@@ -118,11 +117,9 @@ def run_advised_rounds(space: Space, space_source: str, options: LaunchOptions, 
         say(f"round {number}: running {', '.join(a.candidate.name for a in chosen.chosen)} "
             f"(${sum(a.candidate.usd for a in chosen.chosen):.3g}); width {advice.before:.4f} -> "
             f"{chosen.together.after:.4f} expected")
-        advised = read_advice_file(str(file))
-        advised_space, cells = with_advice(space, advised, str(file))
-        plan = only_cells(make_plan(advised_space), cells)
-        result = run_study(plan, space_source, replace(options, out=str(out), fresh=False, advice={
-            "file": str(file), **advised.model_dump(mode="json")}), steps, say=say, warn=warn)
+        plan, followed = advised_plan(space, str(file))
+        result = run_study(plan, space_source, replace(options, out=str(out), fresh=False, advice=followed),
+                           steps, say=say, warn=warn)
         # the advice's own prices: one run per new scale, one replicate per extra seed (the plan of a
         # cell with more seeds prices all of them, though only the new one runs)
         spent += sum(a.candidate.usd for a in chosen.chosen)

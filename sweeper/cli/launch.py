@@ -1,7 +1,6 @@
 """`sweeper launch grid`: run a grid on Ray, then evaluate and report (the main job, `sweeper.study`)."""
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -73,13 +72,11 @@ def launch_grid(
                             f"({', '.join(chosen.methods)})")
     advice = None
     if with_ is not None:
-        from sweeper.sweep.advice import read_advice_file, with_advice
+        from sweeper.sweep.advice import advised_plan
 
         if methods or scales:
             raise UserError("--with and --methods / --scales: give one (an advice file names its cells)")
-        advice = read_advice_file(with_)
-        chosen, advised = with_advice(chosen, advice, with_)
-        grid = planning.only_cells(planning.make_plan(chosen), advised)
+        grid, advice = advised_plan(chosen, with_)
     else:
         grid = planning.make_plan(chosen)
     if not advise_rounds:  # with rounds, --budget-usd is what the rounds may spend
@@ -88,8 +85,7 @@ def launch_grid(
         planning.print_plan(grid)
         return
     options = LaunchOptions(out=out, address=address, storage=storage, fresh=fresh, force=force,
-                            tracking=tracking, advice=None if advice is None else {
-                                "file": str(Path(with_).resolve()), **advice.model_dump(mode="json")})
+                            tracking=tracking, advice=advice)
     steps = StudySteps(evaluate=evaluate, eval_limit=eval_limit, report=report,
                        allow_weak_sandbox=allow_weak_sandbox)
     result = run_study(grid, str(resolve_space_path(space)), options, steps, say=typer.echo,

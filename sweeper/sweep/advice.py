@@ -18,6 +18,7 @@ from pydantic import Field
 from sweeper.core.config import Frozen
 from sweeper.core.errors import UserError
 from sweeper.core.io import atomic_write_text
+from sweeper.plan import Plan, make_plan, only_cells
 from sweeper.schema import Space
 
 
@@ -68,3 +69,10 @@ def with_advice(space: Space, advice: AdviceFile, path: str) -> tuple[Space, set
         {"methods": [run.method], "scales": [run.scale], "set": {"seeds": run.seeds}}
         for run in advice.runs if run.seeds is not None)]
     return Space.parse(raw, f"--with {path}"), {(run.method, run.scale) for run in advice.runs}
+
+
+def advised_plan(space: Space, path: str) -> tuple[Plan, dict[str, Any]]:
+    """The plan of exactly an advice file's runs on `space`, and the advice as the launch records it."""
+    advice = read_advice_file(path)
+    advised_space, cells = with_advice(space, advice, path)
+    return only_cells(make_plan(advised_space), cells), {"file": str(Path(path).resolve()), **advice.model_dump(mode="json")}
